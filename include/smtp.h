@@ -87,7 +87,7 @@ const char *smtp_verb_name(enum smtp_verb);
 
 /*
  * Find an ESMTP parameter (case-insensitive keyword) in params; returns
- * true and sets *val/*vallen (vallen 0 for a keyword without "=value").
+ * true and sets *val and *vallen (vallen 0 for a keyword without "=value").
  */
 bool smtp_param_find(const char *params, size_t len, const char *keyword,
     const char **val, size_t *vallen);

@@ -1,0 +1,656 @@
+/*
+ * conflex.c - lexer of the configuration language (SPEC §2): text in, a tree
+ * of statements out, each with its file and line, `include` expanded in
+ * place.  It knows no directive but `include` and `when` (whose words may be
+ * /regexes/); config.c gives the tree its meaning.
+ */
+#include <errno.h>
+#include <glob.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "conflex.h"
+
+enum tok { T_EOF, T_NL, T_SEMI, T_LBRACE, T_RBRACE, T_WORD, T_BAD };
+
+struct lexer {
+	struct conf_tree *tree;
+	struct conf_errs *errs;
+	const char *file;                   /* interned in tree->files */
+	const char *p, *end;
+	int line;
+	int include_depth;                  /* 0 for the top file */
+	size_t len;                         /* of the word in buf */
+	bool toolong;
+	char buf[CONF_TOKEN_MAX + 1];
+};
+
+static int parse_block(struct lexer *, struct conf_block *, int depth,
+    int open_line);
+
+void
+conf_error(struct conf_errs *errs, const char *file, int line,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	errs->count++;
+	if (errs->out == NULL || errs->count > CONFIG_MAX_ERRORS + 1)
+		return;
+	if (errs->count == CONFIG_MAX_ERRORS + 1) {
+		fprintf(errs->out, "%s:%d: too many errors, giving up\n",
+		    file, line);
+		return;
+	}
+	fprintf(errs->out, "%s:%d: ", file, line);
+	va_start(ap, fmt);
+	vfprintf(errs->out, fmt, ap);
+	va_end(ap);
+	fputc('\n', errs->out);
+}
+
+/*
+ * Make room for element N of an array that grows by doubling: its capacity
+ * is the next power of two, so it needs no field of its own.  NULL when out
+ * of memory (ARR is then untouched).
+ */
+static void *
+grow(void *arr, size_t n, size_t size)
+{
+	size_t cap;
+
+	if (n != 0 && (n & (n - 1)) != 0)
+		return arr;
+	cap = n == 0 ? 1 : 2 * n;
+	if (cap > SIZE_MAX / size)
+		return NULL;
+	return realloc(arr, cap * size);
+}
+
+static void
+free_stmt(struct conf_stmt *st)
+{
+	size_t i;
+
+	for (i = 0; i < st->nwords; i++)
+		free(st->words[i].text);
+	free(st->words);
+	if (st->block != NULL) {
+		for (i = 0; i < st->block->nstmts; i++)
+			free_stmt(&st->block->stmts[i]);
+		free(st->block->stmts);
+		free(st->block);
+	}
+	memset(st, 0, sizeof(*st));
+}
+
+void
+conf_tree_free(struct conf_tree *tree)
+{
+	size_t i;
+
+	if (tree == NULL)
+		return;
+	for (i = 0; i < tree->top.nstmts; i++)
+		free_stmt(&tree->top.stmts[i]);
+	free(tree->top.stmts);
+	for (i = 0; i < tree->nfiles; i++)
+		free(tree->files[i]);
+	free(tree->files);
+	free(tree);
+}
+
+/* Statements point at their file's name; the tree owns one copy of each. */
+static const char *
+intern_file(struct conf_tree *tree, const char *file)
+{
+	char **files, *copy;
+
+	if ((copy = strdup(file)) == NULL)
+		return NULL;
+	if ((files = grow(tree->files, tree->nfiles, sizeof(*files))) == NULL) {
+		free(copy);
+		return NULL;
+	}
+	tree->files = files;
+	tree->files[tree->nfiles++] = copy;
+	return copy;
+}
+
+/* The whole file, bounded by CONF_FILE_MAX; -1 with errno set on failure. */
+static int
+read_file(const char *path, char **out, size_t *outlen)
+{
+	FILE *fp;
+	char *buf = NULL, *nbuf;
+	size_t len = 0, cap = 0, n;
+	int saved;
+
+	if ((fp = fopen(path, "r")) == NULL)
+		return -1;
+	for (;;) {
+		if (len == cap) {
+			if (cap >= CONF_FILE_MAX) {
+				errno = EFBIG;
+				goto fail;
+			}
+			cap = cap == 0 ? 8192 : 2 * cap;
+			if ((nbuf = realloc(buf, cap)) == NULL)
+				goto fail;
+			buf = nbuf;
+		}
+		n = fread(buf + len, 1, cap - len, fp);
+		len += n;
+		if (n == 0) {
+			if (ferror(fp)) {
+				/* fread sets errno on Linux (EISDIR, EIO) */
+				if (errno == 0)
+					errno = EIO;
+				goto fail;
+			}
+			break;
+		}
+	}
+	if (len > CONF_FILE_MAX) {
+		errno = EFBIG;
+		goto fail;
+	}
+	if (fclose(fp) != 0) {
+		fp = NULL;
+		goto fail;
+	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+fail:
+	saved = errno;
+	if (fp != NULL)
+		fclose(fp);
+	free(buf);
+	errno = saved;
+	return -1;
+}
+
+static bool
+give_up(const struct lexer *lx)
+{
+	return lx->errs->count > CONFIG_MAX_ERRORS;
+}
+
+static void
+put(struct lexer *lx, char c)
+{
+	if (lx->len < CONF_TOKEN_MAX)
+		lx->buf[lx->len++] = c;
+	else
+		lx->toolong = true;
+}
+
+static bool
+is_delim(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ';' ||
+	    c == '{' || c == '}' || c == '#' || c == '"';
+}
+
+/* After the opening quote.  A string ends on its line: a lost quote then
+ * costs one statement, not the rest of the file. */
+static bool
+lex_string(struct lexer *lx)
+{
+	bool ok = true;
+	char c;
+
+	for (;;) {
+		if (lx->p == lx->end || *lx->p == '\n') {
+			conf_error(lx->errs, lx->file, lx->line,
+			    "unterminated string");
+			return false;
+		}
+		c = *lx->p++;
+		if (c == '"')
+			return ok;
+		if (c != '\\') {
+			put(lx, c);
+			continue;
+		}
+		if (lx->p < lx->end && (*lx->p == '"' || *lx->p == '\\')) {
+			put(lx, *lx->p++);
+		} else if (lx->p < lx->end && *lx->p != '\n') {
+			conf_error(lx->errs, lx->file, lx->line,
+			    "invalid escape \"\\%c\" in string (only \\\" and "
+			    "\\\\ are allowed)", *lx->p);
+			lx->p++;
+			ok = false;
+		}
+	}
+}
+
+/* After the opening slash.  Escapes other than \/ are kept for PCRE2. */
+static bool
+lex_regex(struct lexer *lx, unsigned *flags)
+{
+	bool ok = true;
+	char c;
+
+	for (;;) {
+		if (lx->p == lx->end || *lx->p == '\n') {
+			conf_error(lx->errs, lx->file, lx->line,
+			    "unterminated regular expression");
+			return false;
+		}
+		c = *lx->p++;
+		if (c == '/')
+			break;
+		if (c == '\\' && lx->p < lx->end && *lx->p != '\n') {
+			c = *lx->p++;
+			if (c != '/')
+				put(lx, '\\');
+		}
+		put(lx, c);
+	}
+	while (lx->p < lx->end && !is_delim(*lx->p)) {
+		c = *lx->p++;
+		if (c == 'i') {
+			*flags |= CONF_REGEX_CASELESS;
+		} else if (c == 'x') {
+			*flags |= CONF_REGEX_EXTENDED;
+		} else {
+			conf_error(lx->errs, lx->file, lx->line,
+			    "unknown regular expression flag \"%c\" "
+			    "(only i and x)", c);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+/* A T_WORD's text is left in lx->buf, the rest in W. */
+static enum tok
+next_token(struct lexer *lx, struct conf_word *w, bool regex_ok)
+{
+	bool ok = true;
+	char c;
+
+	for (;;) {
+		if (give_up(lx))
+			return T_EOF;
+		while (lx->p < lx->end &&
+		    (*lx->p == ' ' || *lx->p == '\t' || *lx->p == '\r'))
+			lx->p++;
+		if (lx->p == lx->end)
+			return T_EOF;
+		if (*lx->p != '#')
+			break;
+		while (lx->p < lx->end && *lx->p != '\n')
+			lx->p++;
+	}
+	c = *lx->p++;
+	switch (c) {
+	case '\n':
+		lx->line++;
+		return T_NL;
+	case ';':
+		return T_SEMI;
+	case '{':
+		return T_LBRACE;
+	case '}':
+		return T_RBRACE;
+	default:
+		break;
+	}
+
+	lx->len = 0;
+	lx->toolong = false;
+	w->line = lx->line;
+	w->flags = 0;
+	if (c == '"') {
+		w->kind = CONF_WORD_STRING;
+		ok = lex_string(lx);
+	} else if (c == '/' && regex_ok) {
+		w->kind = CONF_WORD_REGEX;
+		ok = lex_regex(lx, &w->flags);
+	} else {
+		w->kind = CONF_WORD_BARE;
+		lx->p--;
+		while (lx->p < lx->end && !is_delim(*lx->p))
+			put(lx, *lx->p++);
+	}
+	lx->buf[lx->len] = '\0';
+	if (lx->toolong) {
+		conf_error(lx->errs, lx->file, w->line,
+		    "word longer than %d characters", CONF_TOKEN_MAX);
+		return T_BAD;
+	}
+	return ok ? T_WORD : T_BAD;
+}
+
+/* Past a block that is not kept, braces counted without recursion. */
+static void
+skip_block(struct lexer *lx)
+{
+	struct conf_word w;
+	unsigned depth = 1;
+
+	while (depth > 0) {
+		switch (next_token(lx, &w, true)) {
+		case T_EOF:
+			return;
+		case T_LBRACE:
+			depth++;
+			break;
+		case T_RBRACE:
+			depth--;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int
+add_word(struct conf_stmt *st, const struct conf_word *w, const char *text)
+{
+	struct conf_word *words;
+	char *copy;
+
+	if ((copy = strdup(text)) == NULL)
+		return -1;
+	if ((words = grow(st->words, st->nwords, sizeof(*words))) == NULL) {
+		free(copy);
+		return -1;
+	}
+	st->words = words;
+	st->words[st->nwords] = *w;
+	st->words[st->nwords].text = copy;
+	st->nwords++;
+	return 0;
+}
+
+static bool
+is_bare(const struct conf_word *w, const char *s)
+{
+	return w->kind == CONF_WORD_BARE && strcmp(w->text, s) == 0;
+}
+
+/* Read one file's statements into BLK; -1 only when out of memory. */
+static int
+include_one(struct lexer *lx, struct conf_block *blk, const char *path,
+    int line, int depth)
+{
+	struct lexer *sub;
+	char *text;
+	size_t len;
+	int r;
+
+	if (read_file(path, &text, &len) == -1) {
+		if (errno == ENOMEM)
+			return -1;
+		conf_error(lx->errs, lx->file, line,
+		    "include: cannot read \"%s\": %s", path, strerror(errno));
+		return 0;
+	}
+	/* on the heap: CONF_TOKEN_MAX per level of include */
+	if ((sub = calloc(1, sizeof(*sub))) == NULL) {
+		free(text);
+		return -1;
+	}
+	sub->tree = lx->tree;
+	sub->errs = lx->errs;
+	sub->p = text;
+	sub->end = text + len;
+	sub->line = 1;
+	sub->include_depth = lx->include_depth + 1;
+	if ((sub->file = intern_file(lx->tree, path)) == NULL)
+		r = -1;
+	else if (memchr(text, '\0', len) != NULL) {
+		conf_error(lx->errs, sub->file, 1, "file contains a NUL byte");
+		r = 0;
+	} else
+		r = parse_block(sub, blk, depth, 0);
+	free(sub);
+	free(text);
+	return r;
+}
+
+/* `include PATH`: relative to the including file; a glob may match none. */
+static int
+do_include(struct lexer *lx, struct conf_block *blk,
+    const struct conf_stmt *st, int depth)
+{
+	const char *path, *slash;
+	char *full;
+	glob_t g;
+	size_t i, dirlen;
+	int r = 0;
+
+	if (st->nwords != 2 || st->block != NULL) {
+		conf_error(lx->errs, st->file, st->line,
+		    "include: expected one path");
+		return 0;
+	}
+	if (lx->include_depth + 1 > CONFIG_INCLUDE_DEPTH) {
+		conf_error(lx->errs, st->file, st->line,
+		    "include: nested more than %d deep (an include cycle?)",
+		    CONFIG_INCLUDE_DEPTH);
+		return 0;
+	}
+	path = st->words[1].text;
+	slash = strrchr(lx->file, '/');
+	if (path[0] == '/' || slash == NULL) {
+		full = strdup(path);
+	} else {
+		dirlen = (size_t)(slash - lx->file);
+		if ((full = malloc(dirlen + 1 + strlen(path) + 1)) != NULL) {
+			memcpy(full, lx->file, dirlen + 1);
+			strcpy(full + dirlen + 1, path);
+		}
+	}
+	if (full == NULL)
+		return -1;
+
+	if (strpbrk(full, "*?[") == NULL) {
+		r = include_one(lx, blk, full, st->line, depth);
+		free(full);
+		return r;
+	}
+	switch (glob(full, 0, NULL, &g)) {
+	case 0:
+		for (i = 0; i < g.gl_pathc && r == 0; i++)
+			r = include_one(lx, blk, g.gl_pathv[i], st->line, depth);
+		globfree(&g);
+		break;
+	case GLOB_NOMATCH:
+		break;
+	case GLOB_NOSPACE:
+		r = -1;
+		break;
+	default:
+		conf_error(lx->errs, st->file, st->line,
+		    "include: cannot read \"%s\"", full);
+		break;
+	}
+	free(full);
+	return r;
+}
+
+/* A complete statement goes into BLK, is expanded (include), or dropped. */
+static int
+end_stmt(struct lexer *lx, struct conf_block *blk, struct conf_stmt *st,
+    bool *broken, int depth)
+{
+	struct conf_stmt *stmts;
+	int r = 0;
+
+	if (*broken || st->nwords == 0) {
+		free_stmt(st);
+	} else if (is_bare(&st->words[0], "include")) {
+		r = do_include(lx, blk, st, depth);
+		free_stmt(st);
+	} else if ((stmts = grow(blk->stmts, blk->nstmts,
+	    sizeof(*stmts))) == NULL) {
+		free_stmt(st);
+		r = -1;
+	} else {
+		blk->stmts = stmts;
+		blk->stmts[blk->nstmts++] = *st;
+		memset(st, 0, sizeof(*st));
+	}
+	*broken = false;
+	return r;
+}
+
+/*
+ * Statements until EOF, or until the `}` that closes the block opened on
+ * OPEN_LINE (0: none is open).  0 when done, 1 when that `}` never came,
+ * -1 when out of memory.
+ */
+static int
+parse_block(struct lexer *lx, struct conf_block *blk, int depth,
+    int open_line)
+{
+	struct conf_stmt st;
+	struct conf_word w;
+	bool broken = false, when;
+	int line, r;
+
+	memset(&st, 0, sizeof(st));
+	for (;;) {
+		when = st.nwords > 0 && is_bare(&st.words[0], "when");
+		switch (next_token(lx, &w, when)) {
+		case T_WORD:
+			if (add_word(&st, &w, lx->buf) == -1)
+				goto oom;
+			if (st.nwords == 1) {
+				st.file = lx->file;
+				st.line = w.line;
+			}
+			break;
+		case T_BAD:
+			broken = true;
+			break;
+		case T_NL:
+		case T_SEMI:
+			if (end_stmt(lx, blk, &st, &broken, depth) == -1)
+				goto oom;
+			break;
+		case T_LBRACE:
+			line = lx->line;
+			if (st.nwords == 0) {
+				conf_error(lx->errs, lx->file, line,
+				    "a block must follow a directive");
+				broken = true;
+			}
+			if (depth + 1 > CONF_NESTING_MAX) {
+				conf_error(lx->errs, lx->file, line,
+				    "blocks nested more than %d deep",
+				    CONF_NESTING_MAX);
+				broken = true;
+				skip_block(lx);
+			} else {
+				if ((st.block = calloc(1, sizeof(*st.block))) ==
+				    NULL)
+					goto oom;
+				r = parse_block(lx, st.block, depth + 1, line);
+				if (r == -1)
+					goto oom;
+				/* dropped, or it would stand for what it
+				 * swallowed and cause errors of its own */
+				if (r == 1)
+					broken = true;
+			}
+			/* `}` ends the statement: `a { b } c` is two */
+			if (end_stmt(lx, blk, &st, &broken, depth) == -1)
+				goto oom;
+			break;
+		case T_RBRACE:
+			if (end_stmt(lx, blk, &st, &broken, depth) == -1)
+				goto oom;
+			if (open_line > 0)
+				return 0;
+			conf_error(lx->errs, lx->file, lx->line,
+			    "unexpected \"}\"");
+			break;
+		case T_EOF:
+			if (end_stmt(lx, blk, &st, &broken, depth) == -1)
+				goto oom;
+			if (open_line == 0)
+				return 0;
+			conf_error(lx->errs, lx->file, open_line,
+			    "\"{\" is never closed");
+			return 1;
+		}
+	}
+oom:
+	free_stmt(&st);
+	return -1;
+}
+
+struct conf_tree *
+conf_parse_string(const char *name, const char *text, size_t len,
+    struct conf_errs *errs)
+{
+	struct conf_tree *tree;
+	struct lexer *lx;
+	const char *nul;
+	int line;
+
+	if ((tree = calloc(1, sizeof(*tree))) == NULL)
+		goto oom;
+	if ((lx = calloc(1, sizeof(*lx))) == NULL)
+		goto oom;
+	lx->tree = tree;
+	lx->errs = errs;
+	lx->p = text;
+	lx->end = text + len;
+	lx->line = 1;
+	if ((lx->file = intern_file(tree, name)) == NULL) {
+		free(lx);
+		goto oom;
+	}
+	/* C strings from here on: a NUL would silently cut a word */
+	if ((nul = memchr(text, '\0', len)) != NULL) {
+		line = 1;
+		for (; text < nul; text++)
+			line += *text == '\n';
+		conf_error(errs, lx->file, line, "file contains a NUL byte");
+		free(lx);
+		return tree;
+	}
+	if (parse_block(lx, &tree->top, 0, 0) == -1) {
+		free(lx);
+		goto oom;
+	}
+	/* the last line, not the empty one after its newline */
+	tree->last_line = lx->line;
+	if (len > 0 && text[len - 1] == '\n' && tree->last_line > 1)
+		tree->last_line--;
+	free(lx);
+	return tree;
+oom:
+	conf_tree_free(tree);
+	conf_error(errs, name, 0, "out of memory");
+	return NULL;
+}
+
+struct conf_tree *
+conf_parse_file(const char *file, struct conf_errs *errs)
+{
+	struct conf_tree *tree;
+	char *text;
+	size_t len;
+
+	if (read_file(file, &text, &len) == -1) {
+		conf_error(errs, file, 0, "cannot read: %s", strerror(errno));
+		if ((tree = calloc(1, sizeof(*tree))) == NULL)
+			conf_error(errs, file, 0, "out of memory");
+		return tree;
+	}
+	tree = conf_parse_string(file, text, len, errs);
+	free(text);
+	return tree;
+}

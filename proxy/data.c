@@ -1,0 +1,213 @@
+/*
+ * data.c - the DATA body scanner (SPEC §3.6): finds the one true end of a
+ * message, <CR><LF>.<CR><LF>, across any read boundaries, and rewrites bare
+ * newlines so that the MTA behind us can never see an end where we do not
+ * (SMTP smuggling, CVE-2023-51764).
+ *
+ * Every body byte of every message goes through data_feed(), so ordinary
+ * runs of bytes are found with memchr() and copied with memcpy(); the byte
+ * state machine only runs at CR, LF and at the first byte of a line.
+ */
+#include <string.h>
+
+#include "data.h"
+
+#define CR '\r'
+#define LF '\n'
+
+/* Room data_feed() keeps on top of DATA_EXPANSION * inlen: the bytes held
+ * from the previous call (".\r") can be emitted as "..\r\n" plus one. */
+#define DATA_SLACK 5
+/* ".\r\n": the part of the terminator that is not the last line's CRLF. */
+#define DATA_DOT_LINE_LEN 3
+
+/*
+ * Scanner states.  Whatever is "pending" was consumed but not yet written,
+ * because the next byte decides what it becomes.
+ */
+enum {
+	ST_LINE_START = 0, /* after a real CRLF (or the 354): a '.' may end it */
+	ST_MID,            /* inside a line */
+	ST_CR,             /* pending CR: CRLF or a bare CR */
+	ST_BARE_START,     /* after a bare newline (normalized): '.' is stuffed */
+	ST_DOT,            /* pending '.' at a line start */
+	ST_DOT_CR,         /* pending ".\r" at a line start */
+};
+
+void
+data_begin(struct data_state *ds, enum bare_newline mode)
+{
+	memset(ds, 0, sizeof(*ds));
+	ds->mode = mode;
+	ds->st = ST_LINE_START;
+}
+
+struct emitter {
+	char *out;
+	size_t len;
+};
+
+static void
+put(struct emitter *e, const char *s, size_t n)
+{
+	memcpy(e->out + e->len, s, n);
+	e->len += n;
+}
+
+/*
+ * One byte through the state machine.  Returns true when c completed the
+ * terminator.  States that cannot be decided by c alone hand c on to the
+ * state they fall into, so each byte is consumed exactly once.
+ */
+static bool
+step(struct data_state *ds, struct emitter *e, char c)
+{
+	bool norm = ds->mode != BARE_NEWLINE_ALLOW;
+
+	for (;;) {
+		switch (ds->st) {
+		case ST_LINE_START:
+			if (c == '.') {
+				ds->st = ST_DOT;
+				return false;
+			}
+			ds->st = ST_MID;
+			continue;
+		case ST_BARE_START:
+			if (c == '.') {
+				/* The MTA will see this line start after a CRLF
+				 * we made up; stuff it so it is never an end. */
+				put(e, "..", 2);
+				ds->st = ST_MID;
+				return false;
+			}
+			ds->st = ST_MID;
+			continue;
+		case ST_MID:
+			if (c == CR) {
+				ds->st = ST_CR;
+			} else if (c == LF) {
+				ds->seen_bare = true;
+				if (norm) {
+					put(e, "\r\n", 2);
+					ds->st = ST_BARE_START;
+				} else {
+					put(e, "\n", 1);
+				}
+			} else {
+				put(e, &c, 1);
+			}
+			return false;
+		case ST_CR:
+			if (c == LF) {
+				put(e, "\r\n", 2);
+				ds->st = ST_LINE_START;
+				return false;
+			}
+			ds->seen_bare = true;
+			if (norm) {
+				put(e, "\r\n", 2);
+				ds->st = ST_BARE_START;
+			} else {
+				put(e, "\r", 1);
+				ds->st = ST_MID;
+			}
+			continue;
+		case ST_DOT:
+			if (c == CR) {
+				ds->st = ST_DOT_CR;
+				return false;
+			}
+			if (c == LF && norm) {
+				/* "\r\n.\n" is no end here; normalized without the
+				 * stuffing it would become one at the MTA. */
+				ds->seen_bare = true;
+				put(e, "..\r\n", 4);
+				ds->st = ST_BARE_START;
+				return false;
+			}
+			/* An ordinary line (or one the client stuffed, "..x"),
+			 * passed on unchanged. */
+			put(e, ".", 1);
+			ds->st = ST_MID;
+			continue;
+		case ST_DOT_CR:
+			if (c == LF) {
+				/* The CRLF before the dot was already written, or
+				 * for an empty body the 354 line's CRLF serves as
+				 * it: either way the MTA now sees CRLF.CRLF. */
+				put(e, ".\r\n", DATA_DOT_LINE_LEN);
+				ds->st = ST_LINE_START;
+				return true;
+			}
+			ds->seen_bare = true;
+			if (norm) {
+				put(e, "..\r\n", 4);
+				ds->st = ST_BARE_START;
+			} else {
+				put(e, ".\r", 2);
+				ds->st = ST_MID;
+			}
+			continue;
+		default:
+			/* Not reachable from data_begin(); restart cleanly
+			 * rather than write through an unknown state. */
+			ds->st = ST_MID;
+			continue;
+		}
+	}
+}
+
+enum data_status
+data_feed(struct data_state *ds, const char *in, size_t inlen,
+    char *out, size_t outsz, size_t *consumed, size_t *produced)
+{
+	struct emitter e = { .out = out, .len = 0 };
+	size_t i = 0;
+	/* The next LF at or after i (inlen when none), kept across the loop
+	 * so a line full of bare CRs is not searched again for each one. */
+	size_t lfpos = 0;
+	bool lf_known = false;
+	enum data_status status = DATA_MORE;
+
+	/* Honour the buffer contract even when a caller breaks it: scan only
+	 * as much input as out can take in the worst case. */
+	if (outsz < DATA_SLACK)
+		inlen = 0;
+	else if ((outsz - DATA_SLACK) / DATA_EXPANSION < inlen)
+		inlen = (outsz - DATA_SLACK) / DATA_EXPANSION;
+
+	while (i < inlen) {
+		if (ds->st == ST_MID) {
+			if (!lf_known || lfpos < i) {
+				const char *lf = memchr(in + i, LF, inlen - i);
+				lfpos = lf != NULL ? (size_t)(lf - in) : inlen;
+				lf_known = true;
+			}
+			const char *cr = memchr(in + i, CR, lfpos - i);
+			size_t stop = cr != NULL ? (size_t)(cr - in) : lfpos;
+			put(&e, in + i, stop - i);
+			i = stop;
+			if (i == inlen)
+				break;
+			if (cr != NULL && i + 1 == lfpos) {
+				/* The common line end, CRLF. */
+				put(&e, "\r\n", 2);
+				ds->st = ST_LINE_START;
+				i += 2;
+				continue;
+			}
+		}
+		if (step(ds, &e, in[i++])) {
+			status = DATA_END;
+			break;
+		}
+	}
+
+	ds->bytes += i;
+	if (status == DATA_END)
+		ds->bytes -= DATA_DOT_LINE_LEN;
+	*consumed = i;
+	*produced = e.len;
+	return status;
+}

@@ -1,0 +1,244 @@
+/*
+ * log.c - event lines to stderr, syslog or a file, as text or JSON.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum log_target log_target = LOG_TARGET_STDERR;
+static enum log_format log_fmt = LOG_FORMAT_TEXT;
+static char *log_path;
+static FILE *log_fp;
+
+static const char hexdig[] = "0123456789abcdef";
+
+struct out {
+	char *p;
+	size_t len, cap;     /* cap excludes the final NUL */
+	int full;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+	if (o->len + n > o->cap) {
+		n = o->cap - o->len;
+		o->full = 1;
+	}
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+}
+
+static void putc1(struct out *o, char c)
+{
+	put(o, &c, 1);
+}
+
+/* Text values are quoted when they hold a space, '=' or '"', or are empty. */
+static int needs_quotes(const char *v, size_t n)
+{
+	if (n == 0)
+		return 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f)
+			return 1;
+	}
+	return 0;
+}
+
+/* Escape so the value can never end the line or the JSON string early. */
+static void put_escaped(struct out *o, const char *v, size_t n, enum log_format fmt)
+{
+	size_t cut = n > LOG_VALUE_MAX ? LOG_VALUE_MAX : n;
+
+	for (size_t i = 0; i < cut; i++) {
+		unsigned char c = (unsigned char)v[i];
+		char esc[6];
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			put(o, esc, 2);
+		} else if (c < 0x20 || c >= 0x7f) {
+			/* UTF-8 is not validated here, so high bytes are escaped too. */
+			if (fmt == LOG_FORMAT_JSON) {
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hexdig[c >> 4];
+				esc[5] = hexdig[c & 15];
+				put(o, esc, 6);
+			} else {
+				esc[0] = '\\';
+				esc[1] = 'x';
+				esc[2] = hexdig[c >> 4];
+				esc[3] = hexdig[c & 15];
+				put(o, esc, 4);
+			}
+		} else {
+			putc1(o, (char)c);
+		}
+	}
+	if (cut < n)
+		put(o, "...", 3);
+}
+
+static void put_field(struct out *o, const char *key, const char *val, size_t n,
+    enum log_format fmt, int first)
+{
+	if (fmt == LOG_FORMAT_JSON) {
+		if (!first)
+			putc1(o, ',');
+		putc1(o, '"');
+		put(o, key, strlen(key));
+		put(o, "\":\"", 3);
+		put_escaped(o, val, n, fmt);
+		putc1(o, '"');
+		return;
+	}
+	if (!first)
+		putc1(o, ' ');
+	put(o, key, strlen(key));
+	putc1(o, '=');
+	if (needs_quotes(val, n)) {
+		putc1(o, '"');
+		put_escaped(o, val, n, fmt);
+		putc1(o, '"');
+	} else {
+		put(o, val, n);
+	}
+}
+
+size_t log_format_line(enum log_format fmt, const char *session, const char *event,
+    const struct log_field *fields, char *buf, size_t bufsz)
+{
+	struct out o = { buf, 0, bufsz > 6 ? bufsz - 6 : 0, 0 };
+	int first = 1;
+
+	if (bufsz == 0)
+		return 0;
+	if (fmt == LOG_FORMAT_JSON)
+		putc1(&o, '{');
+	if (session) {
+		put_field(&o, "session", session, strlen(session), fmt, first);
+		first = 0;
+	}
+	if (fmt == LOG_FORMAT_JSON) {
+		put_field(&o, "event", event, strlen(event), fmt, first);
+	} else {
+		if (!first)
+			putc1(&o, ' ');
+		put(&o, event, strlen(event));
+	}
+	first = 0;
+	size_t whole = o.len;   /* end of the last field that fit entirely */
+	for (const struct log_field *f = fields; f && f->key && !o.full; f++) {
+		if (!f->val)
+			continue;
+		size_t n = f->len == (size_t)-1 ? strlen(f->val) : f->len;
+		put_field(&o, f->key, f->val, n, fmt, first);
+		if (!o.full)
+			whole = o.len;
+	}
+	/* A cut line keeps only whole fields, so it still parses; the 6 spare
+	 * bytes hold the cut marker or the closing brace, and "\n\0". */
+	if (o.full) {
+		o.len = whole;
+		if (fmt == LOG_FORMAT_TEXT) {
+			memcpy(o.p + o.len, " ...", 4);
+			o.len += 4;
+		}
+	}
+	if (fmt == LOG_FORMAT_JSON)
+		o.p[o.len++] = '}';
+	o.p[o.len++] = '\n';
+	o.p[o.len] = '\0';
+	return o.len;
+}
+
+int log_open(enum log_target target, const char *file, enum log_format format)
+{
+	FILE *fp = NULL;
+	char *path = NULL;
+
+	if (target == LOG_TARGET_FILE) {
+		path = strdup(file);
+		if (!path)
+			return -1;
+		fp = fopen(file, "a");
+		if (!fp) {
+			free(path);
+			return -1;
+		}
+		setvbuf(fp, NULL, _IOLBF, 0);
+	}
+	log_close();
+	log_target = target;
+	log_fmt = format;
+	log_fp = fp;
+	log_path = path;
+	if (target == LOG_TARGET_SYSLOG)
+		openlog("smtpgate", LOG_PID | LOG_NDELAY, LOG_MAIL);
+	return 0;
+}
+
+int log_reopen(void)
+{
+	if (log_target != LOG_TARGET_FILE)
+		return 0;
+	FILE *fp = fopen(log_path, "a");
+	if (!fp)
+		return -1;
+	setvbuf(fp, NULL, _IOLBF, 0);
+	fclose(log_fp);
+	log_fp = fp;
+	return 0;
+}
+
+void log_close(void)
+{
+	if (log_fp)
+		fclose(log_fp);
+	if (log_target == LOG_TARGET_SYSLOG)
+		closelog();
+	log_fp = NULL;
+	free(log_path);
+	log_path = NULL;
+	log_target = LOG_TARGET_STDERR;
+}
+
+void log_event(const char *session, const char *event, const struct log_field *fields)
+{
+	char line[LOG_LINE_MAX];
+	size_t n = log_format_line(log_fmt, session, event, fields, line, sizeof line);
+
+	switch (log_target) {
+	case LOG_TARGET_SYSLOG:
+		line[n - 1] = '\0';
+		syslog(LOG_INFO, "%s", line);
+		break;
+	case LOG_TARGET_FILE:
+		fwrite(line, 1, n, log_fp);
+		break;
+	case LOG_TARGET_STDERR:
+		/* One write per line keeps lines whole when several writers share it. */
+		if (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)
+			(void)!write(STDERR_FILENO, line, n);
+		break;
+	}
+}
+
+void log_msg(const char *event, const char *fmt, ...)
+{
+	char msg[LOG_VALUE_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	struct log_field f[] = { { "msg", msg, (size_t)-1 }, { NULL, NULL, 0 } };
+	log_event(NULL, event, f);
+}

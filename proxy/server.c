@@ -1,0 +1,290 @@
+/*
+ * server.c - listeners, signals, reload and shutdown.
+ *
+ * The current config is the only mutable global besides the loop: SIGHUP
+ * builds a whole new config and swaps the pointer only if it loaded
+ * cleanly; sessions keep the config they began with.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "session.h"
+
+struct listener {
+	ev_io io;
+	int fd;
+	struct config_addr addr;
+	const struct config_listen *lis;   /* in the current config */
+	struct listener *next;
+};
+
+static struct ev_loop *loop;
+static struct config *current;
+static struct listener *listeners;
+static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+static ev_timer grace_timer, drain_check;
+static bool draining;
+
+static void on_accept(struct ev_loop *l, ev_io *w, int revents)
+{
+	struct listener *ls = (struct listener *)w;
+	(void)revents;
+
+	for (int i = 0; i < SERVER_ACCEPTS_PER_EVENT; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof peer;
+		int fd = accept4(ls->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_msg("accept_error", "%s: %s", ls->addr.text, strerror(errno));
+			return;
+		}
+		session_start(l, fd, (struct sockaddr *)&peer, len, current, ls->lis);
+	}
+}
+
+static int listener_open(const struct config_addr *a)
+{
+	int one = 1;
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+		goto fail;
+	/* [::]:25 and 0.0.0.0:25 may both be configured: keep them apart. */
+	if (a->ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
+		goto fail;
+	if (listen(fd, SERVER_LISTEN_BACKLOG) < 0)
+		goto fail;
+	return fd;
+fail:;
+	int e = errno;
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+static bool same_addr(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Make the open listeners match cfg: keep, open or close.  -1 if a new one fails. */
+static int listeners_sync(struct config *cfg)
+{
+	struct listener **pp, *ls;
+	int rc = 0;
+
+	for (ls = listeners; ls; ls = ls->next)
+		ls->lis = NULL;
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		const struct config_listen *cl = &cfg->listens[i];
+		for (ls = listeners; ls; ls = ls->next)
+			if (same_addr(&ls->addr, &cl->addr))
+				break;
+		if (!ls) {
+			int fd = listener_open(&cl->addr);
+			if (fd < 0) {
+				log_msg("listen_error", "%s: %s", cl->addr.text, strerror(errno));
+				rc = -1;
+				continue;
+			}
+			ls = calloc(1, sizeof *ls);
+			if (!ls) {
+				close(fd);
+				rc = -1;
+				continue;
+			}
+			ls->fd = fd;
+			ls->addr = cl->addr;
+			ev_io_init(&ls->io, on_accept, fd, EV_READ);
+			ev_io_start(loop, &ls->io);
+			ls->next = listeners;
+			listeners = ls;
+			log_msg("listen", "%s", cl->addr.text);
+		}
+		ls->lis = cl;
+	}
+	for (pp = &listeners; (ls = *pp);) {
+		if (ls->lis) {
+			pp = &ls->next;
+			continue;
+		}
+		ev_io_stop(loop, &ls->io);
+		close(ls->fd);
+		*pp = ls->next;
+		free(ls);
+	}
+	return rc;
+}
+
+static void listeners_close(void)
+{
+	while (listeners) {
+		struct listener *ls = listeners;
+		listeners = ls->next;
+		ev_io_stop(loop, &ls->io);
+		close(ls->fd);
+		free(ls);
+	}
+}
+
+static int apply_log(const struct config *cfg)
+{
+	if (log_open(cfg->log_target, cfg->log_file, cfg->log_format) < 0) {
+		fprintf(stderr, "smtpgate: cannot open log %s: %s\n", cfg->log_file, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
+{
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *mem = open_memstream(&errs, &errlen);
+	(void)l; (void)w; (void)revents;
+
+	struct config *cfg = config_load(current->file, mem ? mem : stderr);
+	if (mem)
+		fclose(mem);
+	if (!cfg) {
+		/* Each error as its own line; the old config keeps running. */
+		for (char *line = errs, *nl; line && *line; line = nl + 1) {
+			nl = strchr(line, '\n');
+			if (!nl)
+				nl = line + strlen(line) - 1;
+			else
+				*nl = '\0';
+			log_msg("reload_error", "%s", line);
+		}
+		log_msg("reload", "failed; keeping the running configuration");
+		free(errs);
+		return;
+	}
+	free(errs);
+	struct config *old = current;
+	current = cfg;
+	if (listeners_sync(cfg) < 0)
+		log_msg("reload", "some listeners could not be opened");
+	if (cfg->log_target != old->log_target || cfg->log_format != old->log_format ||
+	    (cfg->log_file && (!old->log_file || strcmp(cfg->log_file, old->log_file))))
+		apply_log(cfg);
+	config_unref(old);
+	log_msg("reload", "ok");
+}
+
+static void on_usr1(struct ev_loop *l, ev_signal *w, int revents)
+{
+	(void)l; (void)w; (void)revents;
+	if (log_reopen() < 0)
+		log_msg("log_error", "cannot reopen the log file: %s", strerror(errno));
+}
+
+static void on_drain_check(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)w; (void)revents;
+	if (session_count() == 0)
+		ev_break(l, EVBREAK_ALL);
+}
+
+static void on_grace(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)revents;
+	if (w->repeat == 0) {
+		log_msg("shutdown", "grace over: closing %u sessions", session_count());
+		session_close_all(false);
+		ev_timer_set(w, SERVER_FINAL_FLUSH_S, 1.0);   /* repeat != 0 marks the last stage */
+		ev_timer_start(l, w);
+		return;
+	}
+	ev_break(l, EVBREAK_ALL);
+}
+
+static void on_term(struct ev_loop *l, ev_signal *w, int revents)
+{
+	(void)w; (void)revents;
+	if (draining)
+		return;
+	draining = true;
+	listeners_close();
+	log_msg("shutdown", "draining %u sessions for up to %.1fs", session_count(),
+	    (double)current->shutdown_grace_ms / 1000.0);
+	ev_timer_init(&grace_timer, on_grace, (double)current->shutdown_grace_ms / 1000.0, 0.);
+	ev_timer_start(l, &grace_timer);
+	ev_timer_init(&drain_check, on_drain_check, 0., 0.05);
+	ev_timer_again(l, &drain_check);
+	on_drain_check(l, &drain_check, 0);
+}
+
+static int drop_privileges(const char *user)
+{
+	if (!user || geteuid() != 0)
+		return 0;
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		fprintf(stderr, "smtpgate: unknown user %s\n", user);
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		fprintf(stderr, "smtpgate: cannot become %s: %s\n", user, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int server_run(struct config *cfg)
+{
+	int rc = 0;
+
+	current = cfg;
+	loop = ev_default_loop(EVFLAG_AUTO);
+	if (!loop || apply_log(cfg) < 0) {
+		config_unref(cfg);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (listeners_sync(cfg) < 0 || drop_privileges(cfg->user) < 0) {
+		listeners_close();
+		config_unref(cfg);
+		log_close();
+		return 1;
+	}
+	ev_signal_init(&sig_hup, on_hup, SIGHUP);
+	ev_signal_init(&sig_term, on_term, SIGTERM);
+	ev_signal_init(&sig_int, on_term, SIGINT);
+	ev_signal_init(&sig_usr1, on_usr1, SIGUSR1);
+	ev_signal_start(loop, &sig_hup);
+	ev_signal_start(loop, &sig_term);
+	ev_signal_start(loop, &sig_int);
+	ev_signal_start(loop, &sig_usr1);
+	log_msg("start", "smtpgate %s ready", SMTPGATE_VERSION);
+
+	ev_run(loop, 0);
+
+	log_msg("stop", "%u sessions left", session_count());
+	session_close_all(true);
+	listeners_close();
+	config_unref(current);
+	current = NULL;
+	buf_pool_drain();
+	log_close();
+	return rc;
+}
