@@ -190,7 +190,7 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 			i = stop;
 			if (i == inlen)
 				break;
-			if (cr != NULL && i + 1 == lfpos) {
+			if (cr != NULL && i + 1 == lfpos && lfpos < inlen) {
 				/* The common line end, CRLF. */
 				put(&e, "\r\n", 2);
 				ds->st = ST_LINE_START;

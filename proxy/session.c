@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "buf.h"
 #include "clock.h"
 #include "data.h"
@@ -114,7 +115,8 @@ struct session {
 	char ip[INET6_ADDRSTRLEN];
 	char *helo;
 	bool helo_ehlo;
-	char *user;
+	char *user;                      /* set when the MTA said 235 */
+	struct auth_state *auth;         /* during an AUTH exchange only */
 	char *sender;
 	enum txn txn;
 	unsigned rcpts, rcpts_refused;
@@ -133,6 +135,7 @@ static struct session *all;           /* every live session, for session_close_a
 static void pump(struct session *s);
 static void upstream_try(struct session *s);
 static void set_state(struct session *s, enum state st);
+static void auth_done(struct session *s, int code);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -618,10 +621,7 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 			set_state(s, ST_AUTH);
 		} else {
 			set_state(s, ST_COMMAND);
-			if (code != 235) {
-				free(s->user);
-				s->user = NULL;
-			}
+			auth_done(s, code);
 		}
 		break;
 	case EX_QUIT:
@@ -640,6 +640,29 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 	} else {
 		ev_timer_stop(s->loop, &s->utimer);
 	}
+}
+
+/* The MTA's last word on an AUTH exchange. */
+static void auth_done(struct session *s, int code)
+{
+	if (!s->auth)
+		return;
+	if (code == 235) {
+		free(s->user);
+		/* A mechanism whose name we cannot read still authenticates. */
+		s->user = strdup(s->auth->known ? s->auth->user : "");
+		if (!s->user)
+			s->dead = true;
+	}
+	char c[8];
+	snprintf(c, sizeof c, "%d", code);
+	struct log_field f[] = { F("mechanism", s->auth->mech_name),
+		F("user", s->auth->known ? s->auth->user : NULL),
+		F("result", code == 235 ? "ok" : "failed"), F("code", c), FEND };
+	log_event(s->id, "auth", f);
+	explicit_bzero(s->auth, sizeof *s->auth);
+	free(s->auth);
+	s->auth = NULL;
 }
 
 static bool process_upstream(struct session *s)
@@ -790,7 +813,13 @@ static void cmd_data(struct session *s, const char *line, size_t len)
 
 static void cmd_auth(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
 {
-	(void)c;
+	if (!s->auth)
+		s->auth = malloc(sizeof *s->auth);
+	if (!s->auth) {
+		s->dead = true;
+		return;
+	}
+	auth_begin(s->auth, c->arg, c->arglen);
 	forward(s, line, len, EX_AUTH);
 	s->barrier = true;
 }
@@ -812,7 +841,9 @@ static void client_line(struct session *s, const char *line, size_t len)
 	struct smtp_cmd c;
 
 	if (s->state == ST_AUTH) {
-		/* An answer to a 334: opaque to us, passed as it is. */
+		/* An answer to a 334: passed as it is; we only learn the name. */
+		if (s->auth)
+			auth_response(s->auth, line, len);
 		forward(s, line, len, EX_AUTH);
 		s->barrier = true;
 		return;
@@ -1368,6 +1399,7 @@ static void session_free(struct session *s)
 	buf_release(&s->lq);
 	free(s->helo);
 	free(s->user);
+	free(s->auth);
 	free(s->sender);
 	config_unref(s->cfg);
 	if (s->prev)

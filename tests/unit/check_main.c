@@ -11,6 +11,7 @@ int main(void)
 	srunner_add_suite(sr, data_suite());
 	srunner_add_suite(sr, proxyproto_suite());
 	srunner_add_suite(sr, log_suite());
+	srunner_add_suite(sr, auth_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -7,4 +7,5 @@ Suite *smtp_suite(void);
 Suite *data_suite(void);
 Suite *proxyproto_suite(void);
 Suite *log_suite(void);
+Suite *auth_suite(void);
 #endif

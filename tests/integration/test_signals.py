@@ -1,0 +1,184 @@
+"""Signals, -t, -V."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import (GateTestCase, SMTPClient, config_text, free_port, is_listening,
+                     run_binary, wait_until)
+
+BODY = b"Subject: shutdown\r\n\r\nfinishing under shutdown_grace\r\n"
+
+
+class SignalTest(GateTestCase):
+
+    def test_sigterm_open_session_finishes(self):
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port], globals_=["shutdown_grace 10s"])
+        c = self.greet(gate.port)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+        gate.signal(signal.SIGTERM)
+        # new connections are refused
+        wait_until(lambda: not is_listening(gate.port), 3)
+        try:
+            c2 = SMTPClient(gate.port, timeout=3)
+            self.addCleanup(c2.close)
+            got, closed = c2.read_until_close(timeout=3)
+            self.assertFalse(c2.received.startswith(b"220"),
+                             "a new session was served after SIGTERM: %r" % c2.received)
+        except (ConnectionRefusedError, ConnectionResetError):
+            pass
+        self.assertIsNone(gate.proc.poll(), "exited while a session was open")
+        # the open session finishes its message
+        c.send(BODY + b".\r\n")
+        r = c.read_reply(timeout=10)
+        self.assertEqual(r.raw, b"250 2.0.0 Ok\r\n")
+        q = c.cmd("QUIT")
+        self.assertEqual(q.code, 221)
+        rc = gate.wait_exit(8)
+        self.assertEqual(rc, 0, "exit code %r after the last session ended" % rc)
+        self.assertEqual(sink.wait_count(1), 1)
+        self.assertEqual(sink.messages()[0].body, BODY.replace(b"\r\n", b"\n"))
+
+    def test_sigterm_idle_session_grace_1s(self):
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port],
+                             globals_=["shutdown_grace 1s", "timeout command 5m"])
+        c = self.greet(gate.port)
+        t0 = time.monotonic()
+        gate.signal(signal.SIGTERM)
+        rc = gate.wait_exit(10)
+        took = time.monotonic() - t0
+        self.assertIsNotNone(rc, "did not exit within 10s")
+        self.assertEqual(rc, 0)
+        self.assertLess(took, 2.5, "took %.2fs to exit with shutdown_grace 1s" % took)
+        _, closed = c.read_until_close(timeout=3)
+        self.assertTrue(closed)
+
+    def test_sigterm_no_sessions(self):
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port])
+        for sig in (signal.SIGTERM,):
+            t0 = time.monotonic()
+            gate.signal(sig)
+            rc = gate.wait_exit(5)
+            self.assertEqual(rc, 0)
+            self.assertLess(time.monotonic() - t0, 2)
+
+    def test_sigint_no_sessions(self):
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port])
+        gate.signal(signal.SIGINT)
+        self.assertEqual(gate.wait_exit(5), 0)
+
+
+class CommandLineTest(GateTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="sgit-cli-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def write(self, name, text):
+        p = os.path.join(self.dir, name)
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def good(self):
+        return config_text(free_port(), ["127.0.0.1:%d" % free_port()])
+
+    def out(self, p):
+        return (p.stdout + p.stderr).decode(errors="replace")
+
+    def test_t_good(self):
+        path = self.write("good.conf", self.good())
+        p = run_binary(["-t", "-c", path])
+        self.assertEqual(p.returncode, 0, self.out(p))
+        self.assertIn("%s: ok" % path, self.out(p).splitlines())
+
+    def test_t_good_all_globals(self):
+        text = ("log stderr json\nmax_sessions 100; max_recipients 5\nmax_message_size 10M\n"
+                "timeout command 30s\ntimeout data 1m\nshutdown_grace 500ms\n"
+                "bare_newline reject\nlimit_table_size 1000\n" + self.good())
+        path = self.write("good2.conf", text)
+        p = run_binary(["-t", "-c", path])
+        self.assertEqual(p.returncode, 0, self.out(p))
+        self.assertIn("%s: ok" % path, self.out(p).splitlines())
+
+    def _bad(self, text, line, name="bad.conf"):
+        path = self.write(name, text)
+        p = run_binary(["-t", "-c", path])
+        out = self.out(p)
+        self.assertEqual(p.returncode, 1, out)
+        errs = [l for l in out.splitlines() if l.strip()]
+        self.assertTrue(errs, "no error printed")
+        rx = re.compile(r"^%s:(\d+): \S" % re.escape(path))
+        for l in errs:
+            self.assertRegex(l, rx)
+        if line is not None:
+            lines = line if isinstance(line, tuple) else (line,)
+            got = [int(rx.match(l).group(1)) for l in errs]
+            self.assertTrue(set(lines) & set(got), "expected an error at line %s: %s" % (lines, out))
+        self.assertNotIn("%s: ok" % path, out)
+        return out
+
+    def test_t_unknown_directive(self):
+        self._bad("log stderr text\n# comment\nfrobnicate yes\n" + self.good(), 3)
+
+    def test_t_bad_duration(self):
+        self._bad("log stderr text\ntimeout command 5x\n" + self.good(), 2)
+
+    def test_t_bad_size(self):
+        self._bad("max_message_size lots\n" + self.good(), 1)
+
+    def test_t_bad_bare_newline(self):
+        self._bad("\n\nbare_newline sometimes\n" + self.good(), 3)
+
+    def test_t_undefined_upstream(self):
+        text = self.good() + "listen 127.0.0.1:%d {\n    upstream nosuch\n}\n" % free_port()
+        n = text.count("\n") - 1
+        self._bad(text, (n - 1, n))    # the listen line or its upstream line
+
+    def test_t_bad_forward(self):
+        text = "log stderr text\nupstream mta {\n  server 127.0.0.1:25\n  forward carrier-pigeon\n}\n"
+        text += "listen 127.0.0.1:%d { upstream mta }\n" % free_port()
+        self._bad(text, 4)
+
+    def test_t_unterminated_block(self):
+        self._bad("log stderr text\nupstream mta {\n  server 127.0.0.1:25\n", None)
+
+    def test_t_error_in_include(self):
+        inc = self.write("inc.conf", "max_recipients 10\nwhat is this\n")
+        main = self.write("main.conf", "include %s\n" % inc + self.good())
+        p = run_binary(["-t", "-c", main])
+        out = self.out(p)
+        self.assertEqual(p.returncode, 1, out)
+        self.assertIn("%s:2: " % inc, out)
+
+    def test_bad_config_does_not_start(self):
+        path = self.write("bad.conf", "frobnicate\n" + self.good())
+        p = run_binary(["-c", path], timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("%s:1: " % path, self.out(p))
+
+    def test_V(self):
+        p = run_binary(["-V"])
+        out = self.out(p)
+        self.assertEqual(p.returncode, 0, out)
+        self.assertRegex(out.splitlines()[0], r"^smtpgate \d+\.\d+(\.\d+)?\S*$")
+        for lib in ("OpenSSL", "PCRE2", "libmaxminddb", "libev"):
+            self.assertRegex(out, r"(?i)%s\D{0,20}\d+\.\d+" % re.escape(lib))
+        # the OpenSSL it runs with is the system's
+        try:
+            ov = subprocess.run(["openssl", "version"], stdout=subprocess.PIPE, text=True,
+                                timeout=10).stdout.split()[1]
+            self.assertIn(ov, out)
+        except (OSError, IndexError):
+            pass
