@@ -37,11 +37,14 @@ struct config_addr {
 	char text[CONFIG_ADDR_STR_MAX];     /* as written: "127.0.0.1:10025", "[::1]:25" */
 };
 
+struct ssl_ctx_st;
+
 struct config_tls {
 	char *certificate;                  /* NULL when no tls block */
 	char *key;
 	unsigned protocols;                 /* CONFIG_TLS_V1_* bits; 0 = library default */
 	char *ciphers;                      /* NULL = library default */
+	struct ssl_ctx_st *ctx;             /* built at load: a bad file is a config error */
 };
 
 struct config_upstream {
@@ -53,6 +56,7 @@ struct config_upstream {
 	bool verify;                        /* default off */
 	char *ca;                           /* NULL = system default */
 	uint64_t connect_timeout_ms;        /* default 10s */
+	struct ssl_ctx_st *tls_ctx;         /* when starttls: built at load */
 };
 
 struct config_listen {

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "conflex.h"
+#include "tls.h"
 
 #define BANNER_MAX 400          /* leaves room in a 512-octet reply line */
 #define DIRECTIVES_MAX 32       /* entries of one table, for duplicate checks */
@@ -541,6 +542,11 @@ global_tls(struct loader *L, const struct conf_stmt *st, void *ctx)
 		err(L, st, "tls: needs both a certificate and a key");
 		return -1;
 	}
+	char why[TLS_ERR_MAX];
+	if ((tls->ctx = tls_server_ctx_new(tls, why, sizeof why)) == NULL) {
+		err(L, st, "tls: %s", why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -625,6 +631,7 @@ free_upstream(struct config_upstream *up)
 {
 	free(up->servers);
 	free(up->ca);
+	tls_ctx_free(up->tls_ctx);
 }
 
 static int
@@ -657,6 +664,13 @@ global_upstream(struct loader *L, const struct conf_stmt *st, void *ctx)
 	if (i == st->block->nstmts) {
 		err(L, st, "upstream %s: needs at least one server", up.name);
 		keep = false;
+	}
+	if (keep && up.starttls) {
+		char why[TLS_ERR_MAX];
+		if ((up.tls_ctx = tls_client_ctx_new(&up, why, sizeof why)) == NULL) {
+			err(L, st, "upstream %s: %s", up.name, why);
+			keep = false;
+		}
 	}
 	if (!keep) {
 		free_upstream(&up);
@@ -1071,6 +1085,7 @@ config_unref(struct config *cfg)
 	for (i = 0; i < cfg->nlistens; i++)
 		free(cfg->listens[i].banner);
 	free(cfg->listens);
+	tls_ctx_free(cfg->tls.ctx);
 	free(cfg->tls.certificate);
 	free(cfg->tls.key);
 	free(cfg->tls.ciphers);

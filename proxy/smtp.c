@@ -13,6 +13,7 @@
 
 /* A reply code is three digits, and the text starts after a fourth byte. */
 #define REPLY_CODE_LEN 3
+#define REPLY_PREFIX_LEN (REPLY_CODE_LEN + 1)   /* "250-" */
 /* Room for "SIZE " and a uint64_t in decimal. */
 #define SIZE_LINE_MAX 32
 /* "250" + '-' or ' ' + CRLF around each capability. */
@@ -419,9 +420,9 @@ out_line(struct outbuf *o, const char *text, size_t n)
 		o->overflow = true;
 		return;
 	}
-	memcpy(o->p + o->len, "250-", 4);
+	memcpy(o->p + o->len, "250-", REPLY_PREFIX_LEN);
 	o->lastsep = o->len + REPLY_CODE_LEN;
-	o->len += 4;
+	o->len += REPLY_PREFIX_LEN;
 	memcpy(o->p + o->len, text, n);
 	o->len += n;
 	o->p[o->len++] = CR;
@@ -509,8 +510,8 @@ smtp_ehlo_rewrite(const char *in, size_t len, const struct smtp_ehlo_opts *opts,
 		if (reply_line_code(s, n, &more) != 250)
 			return -1;
 		last_seen = !more;
-		const char *t = s + (n > REPLY_CODE_LEN ? REPLY_CODE_LEN + 1 : n);
-		size_t tn = n > REPLY_CODE_LEN ? n - REPLY_CODE_LEN - 1 : 0;
+		const char *t = s + (n > REPLY_CODE_LEN ? REPLY_PREFIX_LEN : n);
+		size_t tn = n > REPLY_CODE_LEN ? n - REPLY_PREFIX_LEN : 0;
 
 		if (lineno++ == 0) {
 			out_line(&o, t, tn);    /* the greeting, always kept */

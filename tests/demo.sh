@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2317  # stop_pid and cleanup run from the EXIT trap
 # smtpgate in one minute:   sh tests/demo.sh [PATH_TO_SMTPGATE]
 #
 # Starts smtp-sink as the MTA on a free loopback port and smtpgate in front of
@@ -27,7 +28,7 @@ stop_pid() {
     if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
         kill "$1" 2>/dev/null
         i=0
-        while kill -0 "$1" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        while kill -0 "$1" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
         kill -0 "$1" 2>/dev/null && kill -9 "$1" 2>/dev/null
         wait "$1" 2>/dev/null
     fi
@@ -144,6 +145,7 @@ sleep 0.5   # let the sink write its dumps and smtpgate its close lines
 
 section "what the MTA (smtp-sink) received"
 n=0
+# shellcheck disable=SC2045  # smtp-sink names the files (no blanks)
 for name in $(ls -tr "$TMP/mail"); do     # oldest first
     f=$TMP/mail/$name
     [ -f "$f" ] || continue

@@ -104,7 +104,7 @@ class CommandLineTest(GateTestCase):
         self.assertIn("%s: ok" % path, self.out(p).splitlines())
 
     def test_t_good_all_globals(self):
-        text = ("log stderr json\nmax_sessions 100; max_recipients 5\nmax_message_size 10M\n"
+        text = ("max_sessions 100; max_recipients 5\nmax_message_size 10M\n"
                 "timeout command 30s\ntimeout data 1m\nshutdown_grace 500ms\n"
                 "bare_newline reject\nlimit_table_size 1000\n" + self.good())
         path = self.write("good2.conf", text)

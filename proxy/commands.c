@@ -1,0 +1,372 @@
+/*
+ * commands.c - the client's side of SMTP: each command line parsed, judged
+ * by the policies at its stage, then forwarded or answered in its place in
+ * the pending queue (RFC 2920); and the message body, streamed through the
+ * DATA scanner to the MTA.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "session_int.h"
+
+static char *strndup_bounded(const char *p, size_t n, size_t max)
+{
+	return strndup(p, n > max ? max : n);
+}
+
+static void set_str(char **dst, const char *p, size_t n, size_t max)
+{
+	free(*dst);
+	*dst = strndup_bounded(p, n, max);
+}
+
+static void forward(struct session *s, const char *line, size_t len, enum expect ex)
+{
+	sess_upstream_out(s, line, len);
+	sess_upstream_out(s, "\r\n", 2);
+	sess_q_push(s, ex, 0);
+	if (s->q_upstream == 1)
+		sess_upstream_timer_again(s, s->cfg->timeout_command_ms);
+}
+
+static void cmd_helo(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
+{
+	set_str(&s->helo, c->arg, c->arglen, SESSION_HELO_MAX);
+	s->helo_ehlo = c->verb == SMTP_VERB_EHLO;
+	sess_txn_reset(s);
+
+	struct policy_facts f;
+	struct verdict v;
+	sess_fill_facts(s, &f);
+	policy_check(s->cfg, STAGE_HELO, &f, clock_now_ms(), &v);
+	if (v.kind != VERDICT_PASS) {
+		sess_refuse(s, STAGE_HELO, &v, NULL, 0);
+		return;
+	}
+	forward(s, line, len, s->helo_ehlo ? EX_EHLO : EX_GENERIC);
+}
+
+static void cmd_mail(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
+{
+	const char *val;
+	size_t vallen;
+	uint64_t size = 0;
+
+	if (s->txn == TXN_OPEN) {
+		forward(s, line, len, EX_MAIL);   /* the MTA says "nested MAIL" */
+		return;
+	}
+	sess_txn_reset(s);
+	set_str(&s->sender, c->path, c->pathlen, SMTP_PATH_MAX);
+	if (c->params && smtp_param_find(c->params, c->paramslen, "SIZE", &val, &vallen)) {
+		for (size_t i = 0; i < vallen && val[i] >= '0' && val[i] <= '9'; i++)
+			size = size > UINT64_MAX / 10 - 10 ? UINT64_MAX : size * 10 + (uint64_t)(val[i] - '0');
+	}
+
+	struct policy_facts f;
+	struct verdict v;
+	sess_fill_facts(s, &f);
+	f.size = size;
+	policy_check(s->cfg, STAGE_MAIL, &f, clock_now_ms(), &v);
+	if (v.kind != VERDICT_PASS) {
+		s->txn = TXN_REFUSED;
+		sess_refuse(s, STAGE_MAIL, &v, NULL, 0);
+		return;
+	}
+	s->txn = TXN_OPEN;
+	forward(s, line, len, EX_MAIL);
+}
+
+static void cmd_rcpt(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
+{
+	if (s->txn == TXN_REFUSED) {
+		sess_reply_local(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->txn == TXN_NONE) {
+		forward(s, line, len, EX_RCPT);   /* the MTA says 503 */
+		return;
+	}
+	char rcpt[SMTP_PATH_MAX + 1];
+	size_t rl = c->pathlen > SMTP_PATH_MAX ? SMTP_PATH_MAX : c->pathlen;
+	memcpy(rcpt, c->path, rl);
+	rcpt[rl] = '\0';
+
+	struct policy_facts f;
+	struct verdict v;
+	sess_fill_facts(s, &f);
+	f.rcpt = rcpt;
+	policy_check(s->cfg, STAGE_RCPT, &f, clock_now_ms(), &v);
+	if (v.kind != VERDICT_PASS) {
+		s->rcpts_refused++;
+		sess_refuse(s, STAGE_RCPT, &v, rcpt, rl);
+		return;
+	}
+	s->rcpts++;
+	forward(s, line, len, EX_RCPT);
+}
+
+static void cmd_data(struct session *s, const char *line, size_t len)
+{
+	if (s->txn == TXN_REFUSED) {
+		sess_reply_local(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->txn == TXN_OPEN && s->rcpts == 0 && s->rcpts_refused > 0) {
+		/* Every recipient was refused here: the MTA must not see DATA. */
+		sess_reply_local(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	forward(s, line, len, EX_DATA);
+	s->barrier = true;
+}
+
+static void cmd_auth(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
+{
+	if (s->lis->auth == AUTH_MODE_REQUIRE_TLS && !s->tls) {
+		sess_reply_local(s, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
+	if (s->user) {
+		sess_reply_local(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (!s->auth)
+		s->auth = malloc(sizeof *s->auth);
+	if (!s->auth) {
+		s->dead = true;
+		return;
+	}
+	auth_begin(s->auth, c->arg, c->arglen);
+	forward(s, line, len, EX_AUTH);
+	s->barrier = true;
+}
+
+/*
+ * STARTTLS is ours: the proxy terminates the client's TLS.  The handshake
+ * starts once "220 Ready" is out, and whatever the client pipelined behind
+ * STARTTLS in plaintext is thrown away then (CVE-2011-0411).
+ */
+static void cmd_starttls(struct session *s)
+{
+	if (s->lis->tls != TLS_MODE_STARTTLS) {
+		sess_reply_local(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (s->tls) {
+		sess_reply_local(s, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	sess_reply_local(s, "220 2.0.0 Ready to start TLS");
+	s->starttls_pending = true;
+	s->barrier = true;
+}
+
+/* A line whose verb smtpgate must answer itself, never the MTA. */
+static bool is_reserved_verb(const char *line, size_t len)
+{
+	static const char *const verbs[] = { "XCLIENT", "XFORWARD", NULL };
+	for (const char *const *v = verbs; *v; v++) {
+		size_t vl = strlen(*v);
+		if (len >= vl && strncasecmp(line, *v, vl) == 0 && (len == vl || line[vl] == ' '))
+			return true;
+	}
+	return false;
+}
+
+static void client_line(struct session *s, const char *line, size_t len)
+{
+	struct smtp_cmd c;
+
+	if (s->state == ST_AUTH) {
+		/* An answer to a 334: passed as it is; we only learn the name. */
+		if (s->auth)
+			auth_response(s->auth, line, len);
+		forward(s, line, len, EX_AUTH);
+		s->barrier = true;
+		return;
+	}
+	switch (smtp_cmd_parse(line, len, &c)) {
+	case SMTP_CMD_TOO_LONG:
+		sess_reply_local(s, "500 5.5.2 Line too long");
+		return;
+	case SMTP_CMD_SYNTAX:
+		if (c.verb == SMTP_VERB_MAIL)
+			sess_reply_local(s, "501 5.1.7 Bad sender address syntax");
+		else if (c.verb == SMTP_VERB_RCPT)
+			sess_reply_local(s, "501 5.1.3 Bad recipient address syntax");
+		else
+			sess_reply_local(s, "501 5.5.4 Syntax error in parameters or arguments");
+		return;
+	case SMTP_CMD_OK:
+		break;
+	}
+
+	switch (c.verb) {
+	case SMTP_VERB_HELO:
+	case SMTP_VERB_EHLO:
+		cmd_helo(s, line, len, &c);
+		break;
+	case SMTP_VERB_MAIL:
+		cmd_mail(s, line, len, &c);
+		break;
+	case SMTP_VERB_RCPT:
+		cmd_rcpt(s, line, len, &c);
+		break;
+	case SMTP_VERB_DATA:
+		cmd_data(s, line, len);
+		break;
+	case SMTP_VERB_RSET:
+		sess_txn_reset(s);
+		forward(s, line, len, EX_RSET);
+		break;
+	case SMTP_VERB_QUIT:
+		forward(s, line, len, EX_QUIT);
+		s->barrier = true;
+		break;
+	case SMTP_VERB_AUTH:
+		cmd_auth(s, line, len, &c);
+		break;
+	case SMTP_VERB_STARTTLS:
+		cmd_starttls(s);
+		break;
+	case SMTP_VERB_BDAT:
+		/* CHUNKING is never advertised: its framing would hide the body's end. */
+		sess_reply_local(s, "502 5.5.1 Error: command not implemented");
+		break;
+	default:
+		if (is_reserved_verb(line, len)) {
+			sess_reply_local(s, "502 5.5.1 Error: command not implemented");
+			break;
+		}
+		forward(s, line, len, EX_GENERIC);
+		break;
+	}
+}
+
+static void data_aborted(struct session *s)
+{
+	enum abort_reason why = s->abort;
+	const char *reply = why == ABORT_SIZE
+	    ? "552 5.3.4 Message size exceeds fixed maximum message size"
+	    : "550 5.5.2 Message contains bare CR or LF; refused";
+	struct verdict v = { .kind = VERDICT_REFUSE,
+		.name = why == ABORT_SIZE ? "max_message_size" : "bare_newline" };
+
+	snprintf(v.reply, sizeof v.reply, "%s", reply);
+	s->abort = ABORT_NONE;
+	sess_refuse(s, STAGE_DATA, &v, NULL, 0);
+	sess_txn_reset(s);
+	if (s->user) {
+		/* The MTA's AUTH state went with the cut connection. */
+		sess_end(s, "421 4.7.0 Session reset after refused message; please reconnect");
+		return;
+	}
+	s->replay = true;
+	s->server = 0;
+	sess_upstream_try(s);
+}
+
+static void data_end(struct session *s)
+{
+	sess_set_state(s, ST_COMMAND);
+	sess_client_timer_again(s);
+	if (s->abort) {
+		data_aborted(s);
+		return;
+	}
+	sess_q_push(s, EX_DOT, 0);
+	sess_upstream_timer_again(s, s->cfg->timeout_data_ms);
+}
+
+bool sess_process_data(struct session *s)
+{
+	static char discard[DATA_EXPANSION * BUF_SIZE + 8];
+	bool progress = false;
+
+	while (s->state == ST_DATA && buf_len(&s->cin) > 0) {
+		char *out = discard;
+		size_t room = sizeof discard;
+
+		if (!s->abort) {
+			long r = buf_prepare(&s->uout);
+			if (r < 0) {
+				s->dead = true;
+				break;
+			}
+			if (r < DATA_ROOM_MIN)
+				break;
+			out = buf_tail(&s->uout);
+			room = (size_t)r;
+		}
+		size_t n = (room - 5) / DATA_EXPANSION;
+		if (n > buf_len(&s->cin))
+			n = buf_len(&s->cin);
+		size_t used, made;
+		enum data_status st = data_feed(&s->ds, buf_head(&s->cin), n, out, room, &used, &made);
+		buf_drop(&s->cin, used);
+		progress = true;
+
+		uint64_t max = s->cfg->max_message_size;
+		if (!s->abort && max && s->ds.bytes > max)
+			s->abort = ABORT_SIZE;
+		if (!s->abort && st == DATA_END && s->ds.seen_bare &&
+		    s->cfg->bare_newline == BARE_NEWLINE_REJECT)
+			s->abort = ABORT_BARE;
+		if (s->abort) {
+			/* Cut the MTA off before it can see an end. */
+			if (s->ufd >= 0)
+				sess_upstream_close(s);
+		} else {
+			buf_commit(&s->uout, made);
+		}
+		if (st == DATA_END)
+			data_end(s);
+	}
+	return progress;
+}
+
+/* Parse and act on as many command lines as the queue and buffers allow. */
+bool sess_process_commands(struct session *s)
+{
+	bool progress = false;
+
+	while ((s->state == ST_COMMAND || s->state == ST_AUTH) && buf_len(&s->cin) > 0 &&
+	    !s->barrier && !s->dead && s->up == UP_READY && s->qlen < SESSION_PENDING_MAX &&
+	    buf_len(&s->cout) <= COUT_HIGH &&
+	    (s->up_pipelining || s->q_upstream == 0)) {
+		if (buf_prepare(&s->uout) < UOUT_ROOM_MIN)
+			break;
+		size_t linelen, used;
+		enum smtp_line_status st = smtp_line_next(&s->lp, buf_head(&s->cin),
+		    buf_len(&s->cin), &linelen, &used);
+		switch (st) {
+		case SMTP_LINE_AGAIN:
+			if (used) {
+				buf_drop(&s->cin, used);
+				progress = true;
+				continue;
+			}
+			return progress;
+		case SMTP_LINE_TOO_LONG:
+			sess_reply_local(s, "500 5.5.2 Line too long");
+			break;
+		case SMTP_LINE_BAD:
+			sess_reply_local(s, "500 5.5.2 Syntax error: NUL, bare CR or bare LF in command");
+			break;
+		case SMTP_LINE_OK:
+			client_line(s, buf_head(&s->cin), linelen);
+			break;
+		}
+		buf_drop(&s->cin, used);
+		progress = true;
+		if (s->state == ST_DATA)
+			return sess_process_data(s) || progress;
+	}
+	if (buf_len(&s->uout) == 0)
+		buf_release(&s->uout);
+	return progress;
+}
