@@ -30,9 +30,11 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/smtpgate
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h)
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/proxy/main.d
 
 $(BUILD)/libsmtpgate.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

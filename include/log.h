@@ -9,12 +9,14 @@
 #define SMTPGATE_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
 
 #define LOG_LINE_MAX 4096         /* a longer line is cut, marked with "..." */
 #define LOG_VALUE_MAX 512         /* one value is cut past this many bytes */
+#define LOG_BATCH_MAX 65536       /* lines held between two flushes */
 
 struct log_field {
 	const char *key;
@@ -27,6 +29,9 @@ int log_open(enum log_target target, const char *file, enum log_format format);
 /* SIGUSR1: reopen the log file so logrotate can move it. */
 int log_reopen(void);
 void log_close(void);
+/* Batch lines until log_flush() (the event loop calls it once per turn). */
+void log_set_batching(bool on);
+void log_flush(void);
 
 /*
  * Write one event.  SESSION may be NULL for process-wide events.  The

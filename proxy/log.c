@@ -15,6 +15,16 @@ static enum log_target log_target = LOG_TARGET_STDERR;
 static enum log_format log_fmt = LOG_FORMAT_TEXT;
 static char *log_path;
 static FILE *log_fp;
+static int log_fd = 2;                /* where batched lines go: stderr or the file */
+
+/*
+ * Lines are batched and written once per event-loop iteration (log_flush()
+ * from the loop's prepare hook), so a busy proxy pays one write() for many
+ * lines instead of one per line.
+ */
+static char pending[LOG_BATCH_MAX];
+static size_t pending_len;
+static bool log_batching;
 
 static const char hexdig[] = "0123456789abcdef";
 
@@ -173,12 +183,12 @@ int log_open(enum log_target target, const char *file, enum log_format format)
 			free(path);
 			return -1;
 		}
-		setvbuf(fp, NULL, _IOLBF, 0);
 	}
 	log_close();
 	log_target = target;
 	log_fmt = format;
 	log_fp = fp;
+	log_fd = fp ? fileno(fp) : STDERR_FILENO;
 	log_path = path;
 	if (target == LOG_TARGET_SYSLOG)
 		openlog("smtpgate", LOG_PID | LOG_NDELAY, LOG_MAIL);
@@ -192,19 +202,22 @@ int log_reopen(void)
 	FILE *fp = fopen(log_path, "a");
 	if (!fp)
 		return -1;
-	setvbuf(fp, NULL, _IOLBF, 0);
+	log_flush();
 	fclose(log_fp);
 	log_fp = fp;
+	log_fd = fileno(fp);
 	return 0;
 }
 
 void log_close(void)
 {
+	log_flush();
 	if (log_fp)
 		fclose(log_fp);
 	if (log_target == LOG_TARGET_SYSLOG)
 		closelog();
 	log_fp = NULL;
+	log_fd = STDERR_FILENO;
 	free(log_path);
 	log_path = NULL;
 	log_target = LOG_TARGET_STDERR;
@@ -221,14 +234,38 @@ void log_event(const char *session, const char *event, const struct log_field *f
 		syslog(LOG_INFO, "%s", line);
 		break;
 	case LOG_TARGET_FILE:
-		fwrite(line, 1, n, log_fp);
-		break;
 	case LOG_TARGET_STDERR:
-		/* One write per line keeps lines whole when several writers share it. */
-		if (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)
-			(void)!write(STDERR_FILENO, line, n);
+		if (pending_len + n > sizeof pending)
+			log_flush();
+		memcpy(pending + pending_len, line, n);
+		pending_len += n;
+		if (!log_batching)
+			log_flush();
 		break;
 	}
+}
+
+void log_flush(void)
+{
+	size_t off = 0;
+
+	/* Whole lines only, so lines stay whole when several writers share the fd. */
+	while (off < pending_len) {
+		ssize_t w = write(log_fd, pending + off, pending_len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;           /* nowhere to log to: drop rather than block */
+		off += (size_t)w;
+	}
+	pending_len = 0;
+}
+
+void log_set_batching(bool on)
+{
+	log_batching = on;
+	if (!on)
+		log_flush();
 }
 
 void log_msg(const char *event, const char *fmt, ...)

@@ -11,6 +11,7 @@
 #include <ev.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ static struct config *current;
 static struct listener *listeners;
 static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static ev_timer grace_timer, drain_check;
+static ev_prepare log_prepare;
 static bool draining;
 
 static void on_accept(struct ev_loop *l, ev_io *w, int revents)
@@ -64,6 +66,9 @@ static int listener_open(const struct config_addr *a)
 	if (fd < 0)
 		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+		goto fail;
+	/* Accepted sockets inherit it: replies never wait for delayed ACKs. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
 		goto fail;
 	/* [::]:25 and 0.0.0.0:25 may both be configured: keep them apart. */
 	if (a->ss.ss_family == AF_INET6 &&
@@ -191,6 +196,12 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 	log_msg("reload", "ok");
 }
 
+static void on_prepare(struct ev_loop *l, ev_prepare *w, int revents)
+{
+	(void)l; (void)w; (void)revents;
+	log_flush();
+}
+
 static void on_usr1(struct ev_loop *l, ev_signal *w, int revents)
 {
 	(void)l; (void)w; (void)revents;
@@ -275,10 +286,14 @@ int server_run(struct config *cfg)
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_usr1);
+	ev_prepare_init(&log_prepare, on_prepare);
+	ev_prepare_start(loop, &log_prepare);
+	log_set_batching(true);
 	log_msg("start", "smtpgate %s ready", SMTPGATE_VERSION);
 
 	ev_run(loop, 0);
 
+	log_set_batching(false);
 	log_msg("stop", "%u sessions left", session_count());
 	session_close_all(true);
 	listeners_close();

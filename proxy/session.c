@@ -368,12 +368,16 @@ static void flush_client(struct session *s)
 
 static void flush_upstream(struct session *s)
 {
-	while (s->ufd >= 0 && s->up != UP_CONNECTING && s->up != UP_TLS && buf_len(&s->uout) > 0) {
+	while (s->ufd >= 0 && s->up != UP_TLS && buf_len(&s->uout) > 0) {
 		s->u_wwant = 0;
 		ssize_t n = io_write(s->ufd, s->ussl, buf_head(&s->uout), buf_len(&s->uout), &s->u_wwant);
 		if (n == -2)
 			return;
 		if (n <= 0) {
+			if (s->up == UP_BANNER) {
+				sess_upstream_failed(s, n < 0 ? strerror(errno) : "closed");
+				return;
+			}
 			log_event(s->id, "upstream_write_error", NULL);
 			sess_end(s, "421 4.4.2 Upstream connection lost");
 			return;
@@ -385,6 +389,8 @@ static void flush_upstream(struct session *s)
 /* ---- TLS with the client ----------------------------------------------------- */
 
 static void client_ready(struct session *s);
+
+static bool client_tls_step(struct session *s);
 
 static void client_tls_begin(struct session *s)
 {
@@ -402,6 +408,7 @@ static void client_tls_begin(struct session *s)
 	/* A handshake that stalls is idleness like any other. */
 	s->ctimer.repeat = (double)s->cfg->timeout_command_ms / 1000.0;
 	ev_timer_again(s->loop, &s->ctimer);
+	client_tls_step(s);
 }
 
 static bool client_tls_step(struct session *s)
@@ -461,12 +468,11 @@ static void update_watchers(struct session *s)
 	watch(s, &s->cwr, (buf_len(&s->cout) > 0 && s->c_wwant != TLS_WANT_READ) ||
 	    s->c_rwant == TLS_WANT_WRITE || s->c_wwant == TLS_WANT_WRITE);
 	if (s->ufd >= 0) {
-		bool ureading = s->up != UP_CONNECTING && buf_len(&s->cout) <= COUT_HIGH &&
+		bool ureading = buf_len(&s->cout) <= COUT_HIGH &&
 		    buf_len(&s->uin) < BUF_SIZE;
 		watch(s, &s->urd, (ureading && s->u_rwant != TLS_WANT_WRITE) ||
 		    s->u_rwant == TLS_WANT_READ || s->u_wwant == TLS_WANT_READ);
-		watch(s, &s->uwr, s->up == UP_CONNECTING ||
-		    (buf_len(&s->uout) > 0 && s->u_wwant != TLS_WANT_READ) ||
+		watch(s, &s->uwr, (buf_len(&s->uout) > 0 && s->u_wwant != TLS_WANT_READ) ||
 		    s->u_rwant == TLS_WANT_WRITE || s->u_wwant == TLS_WANT_WRITE);
 	}
 }
@@ -504,8 +510,6 @@ void sess_pump(struct session *s)
 		flush_upstream(s);
 		if (s->starttls_pending && s->qlen == 0 && buf_len(&s->cout) == 0 && !s->dead) {
 			client_tls_begin(s);
-			if (!s->dead)
-				client_tls_step(s);
 			progress = true;
 		}
 		progress |= drain_tls_pending(s);
@@ -531,10 +535,11 @@ static void client_read(struct session *s)
 
 static void upstream_read(struct session *s)
 {
+	errno = 0;
 	if (read_into(s->ufd, s->ussl, &s->uin, &s->u_rwant))
 		return;
 	if (s->up == UP_BANNER) {
-		sess_upstream_failed(s, "closed before the banner");
+		sess_upstream_failed(s, errno ? strerror(errno) : "closed before the banner");
 	} else if (s->state != ST_CLOSING) {
 		sess_process_upstream(s);   /* relay what it said before it went */
 		log_event(s->id, "upstream_closed", NULL);
@@ -589,9 +594,7 @@ static void on_upstream_write(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 
-	if (s->up == UP_CONNECTING)
-		sess_upstream_connected(s);
-	else if (s->up == UP_TLS)
+	if (s->up == UP_TLS)
 		sess_upstream_tls_step(s);
 	else if (s->u_rwant == TLS_WANT_WRITE)
 		upstream_read(s);
@@ -639,9 +642,8 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 
 	switch (s->up) {
-	case UP_CONNECTING:
 	case UP_BANNER:
-		sess_upstream_failed(s, s->up == UP_CONNECTING ? "connect timeout" : "banner timeout");
+		sess_upstream_failed(s, "timeout waiting for the connect and banner");
 		break;
 	case UP_NONE:
 		break;
@@ -717,11 +719,14 @@ void session_start(struct ev_loop *loop, int fd, const struct sockaddr *peer,
 	s->peerlen = peerlen;
 	fold_mapped(&s->peer, &s->peerlen);
 	format_addr((const struct sockaddr *)&s->peer, s->ip, sizeof s->ip);
-	s->locallen = sizeof s->local;
-	if (getsockname(fd, (struct sockaddr *)&s->local, &s->locallen) < 0)
-		s->locallen = 0;
-	fold_mapped(&s->local, &s->locallen);
-	sess_set_nonblock_nodelay(fd);
+	/* Only a PROXY header toward the MTA needs the address the client reached. */
+	enum forward_mode fw = lis->upstream->forward;
+	if (fw == FORWARD_PROXY_V1 || fw == FORWARD_PROXY_V2) {
+		s->locallen = sizeof s->local;
+		if (getsockname(fd, (struct sockaddr *)&s->local, &s->locallen) < 0)
+			s->locallen = 0;
+		fold_mapped(&s->local, &s->locallen);
+	}
 
 	ev_io_init(&s->crd, on_client_read, fd, EV_READ);
 	ev_io_init(&s->cwr, on_client_write, fd, EV_WRITE);

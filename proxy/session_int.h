@@ -52,8 +52,7 @@ enum state {
 /* What the upstream link is doing. */
 enum up_state {
 	UP_NONE,        /* no connection */
-	UP_CONNECTING,  /* non-blocking connect under way */
-	UP_BANNER,      /* waiting for the 220 */
+	UP_BANNER,      /* connect under way, or waiting for the 220 */
 	UP_EHLO,        /* starttls on: waiting for our EHLO's reply */
 	UP_STARTTLS,    /* waiting for the 220 to STARTTLS */
 	UP_TLS,         /* TLS handshake with the MTA */

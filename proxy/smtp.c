@@ -453,13 +453,25 @@ out_size(struct outbuf *o, uint64_t v)
 	out_line(o, line, n);
 }
 
-/* The capability keyword: the first word, ended by a space or the '=' of
- * the pre-RFC "AUTH=PLAIN" form. */
+/* RFC 5321 ehlo-keyword characters: ALPHA / DIGIT / "-". */
+static bool
+is_keyword_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '-';
+}
+
+/*
+ * Is the capability's keyword kw?  The keyword ends at the first byte that
+ * cannot be part of one: a space, the '=' of the pre-RFC "AUTH=PLAIN" form,
+ * or a stray control byte, so "STARTTLS\rX" is still taken for STARTTLS
+ * (and removed) rather than relayed to a client that may split at the CR.
+ */
 static bool
 cap_is(const char *t, size_t n, const char *kw)
 {
 	size_t k = strlen(kw);
-	return n >= k && word_eq(t, k, kw) && (n == k || t[k] == ' ' || t[k] == '=');
+	return n >= k && word_eq(t, k, kw) && (n == k || !is_keyword_char(t[k]));
 }
 
 /* A SIZE value, or 0 when absent or not a number (both mean no limit). */
@@ -513,6 +525,9 @@ smtp_ehlo_rewrite(const char *in, size_t len, const struct smtp_ehlo_opts *opts,
 		const char *t = s + (n > REPLY_CODE_LEN ? REPLY_PREFIX_LEN : n);
 		size_t tn = n > REPLY_CODE_LEN ? n - REPLY_PREFIX_LEN : 0;
 
+		/* Input the reply splitter would have refused is no EHLO reply. */
+		if (lineno == SMTP_REPLY_LINES_MAX)
+			return -1;
 		if (lineno++ == 0) {
 			out_line(&o, t, tn);    /* the greeting, always kept */
 			continue;

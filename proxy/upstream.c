@@ -176,29 +176,26 @@ void sess_upstream_try(struct session *s)
 			continue;
 		}
 		s->ufd = fd;
-		s->up = UP_CONNECTING;
 		ev_io_set(&s->urd, fd, EV_READ);
 		ev_io_set(&s->uwr, fd, EV_WRITE);
 		sess_upstream_timer_again(s, u->connect_timeout_ms);
+		sess_upstream_connected(s);
 		return;
 	}
 	log_event(s->id, "upstream_unavailable", NULL);
 	sess_end(s, "421 4.3.2 Service not available");
 }
 
-/* The TCP connection is up: say who the client is, then wait for the 220. */
+/*
+ * The connect is under way: queue what the MTA must hear first and wait for
+ * its 220.  There is no separate wait for the connect to finish: a refused
+ * connect shows up as an error on the first read or write, which fails over
+ * like a banner that never came, and the wait costs a wake-up per session.
+ */
 void sess_upstream_connected(struct session *s)
 {
 	const struct config_upstream *u = s->lis->upstream;
-	int err = 0;
-	socklen_t len = sizeof err;
 
-	if (getsockopt(s->ufd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err) {
-		sess_upstream_failed(s, strerror(err));
-		return;
-	}
 	s->up = UP_BANNER;
 	if (u->forward == FORWARD_PROXY_V1 || u->forward == FORWARD_PROXY_V2) {
 		char hdr[PROXYPROTO_V2_MAX];

@@ -381,6 +381,7 @@ class RecordedConn:
         self.proxy_header = None    # bytes of a PROXY header, if one was read
         self.closed = False
         self.closed_mid_data = False
+        self.data_bytes = 0         # DATA bytes received so far (live)
 
 
 class RecordingMTA:
@@ -545,7 +546,7 @@ class RecordingMTA:
                         rec.partial_data = buf[0]
                         rec.closed_mid_data = True
                         return
-                    data = b"\r\n" + buf[0]
+                    data = bytearray(b"\r\n" + buf[0])   # bytearray: O(1) appends
                     buf[0] = b""
                     pos = 0
                     while True:
@@ -555,12 +556,13 @@ class RecordingMTA:
                         pos = max(0, len(data) - 4)
                         d = recv()
                         if not d:
-                            rec.partial_data = data[2:]
+                            rec.partial_data = bytes(data[2:])
                             rec.closed_mid_data = True
                             return
                         data += d
-                    raw = data[2:i + 2] if i > 0 else b""
-                    buf[0] = data[i + 5:]
+                        rec.data_bytes = len(data) - 2
+                    raw = bytes(data[2:i + 2]) if i > 0 else b""
+                    buf[0] = bytes(data[i + 5:])
                     with self.lock:
                         rec.messages.append(RecordedMessage(mail, rcpts, raw))
                     mail, rcpts = None, []
@@ -664,6 +666,9 @@ def config_text(listen_port, servers, *, log="stderr text", globals_=(),
                 upstream=(), listen=(), forward="none", connect_timeout="2s"):
     lines = ["log %s" % log]
     lines += list(globals_)
+    if not any(g.startswith("shutdown_grace") for g in globals_):
+        # keeps teardown quick when a test leaves a session stuck
+        lines.append("shutdown_grace 2s")
     lines.append("upstream mta {")
     for s in servers:
         lines.append("    server %s" % s)

@@ -55,8 +55,8 @@ SPECIAL = (b"From: a@x.example\r\nTo: b@test.example\r\nSubject: special\r\n\r\n
 class PassthroughTest(GateTestCase):
 
     # -- byte-for-byte: the recording MTA sees exactly what the client sent
-    def _smtplib_send(self, port, content, rcpts=("b@test.example",)):
-        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+    def _smtplib_send(self, port, content, rcpts=("b@test.example",), timeout=60):
+        with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as s:
             s.ehlo("client.test")
             s.mail("a@x.example")
             for r in rcpts:
@@ -69,7 +69,12 @@ class PassthroughTest(GateTestCase):
         rec = self.start_recorder()
         gate = self.gate_for(["127.0.0.1:%d" % rec.port])
         content = fast_big_body(10 * 1024 * 1024)
-        code, msg = self._smtplib_send(gate.port, content)
+        try:
+            # 10 MB over loopback takes well under a second directly
+            code, msg = self._smtplib_send(gate.port, content, timeout=20)
+        except (smtplib.SMTPException, OSError) as e:
+            self.fail("10 MB transfer through smtpgate stalled (%s); the MTA got %s of %d bytes"
+                      % (e, [c.data_bytes for c in rec.conns], len(stuff(content))))
         self.assertEqual(code, 250)
         # the 250 the client got is the MTA's, verbatim
         self.assertEqual(b"%d %s" % (code, msg), rec.dot_reply.encode())
@@ -132,7 +137,10 @@ class PassthroughTest(GateTestCase):
         sink = self.start_sink()
         gate = self.gate_for(["127.0.0.1:%d" % sink.port])
         content = fast_big_body(10 * 1024 * 1024)
-        code, msg = self._smtplib_send(gate.port, content)
+        try:
+            code, msg = self._smtplib_send(gate.port, content, timeout=20)
+        except (smtplib.SMTPException, OSError) as e:
+            self.fail("10 MB transfer through smtpgate to smtp-sink stalled: %s" % e)
         self.assertEqual((code, msg), (250, b"2.0.0 Ok"))
         self.assertEqual(sink.wait_count(1), 1)
         self.assertEqual(sink.messages()[0].body, sink_view(content))

@@ -585,6 +585,8 @@ static const struct ehlo_case ehlo_cases[] = {
 	  "250 mx\r\n", { false, true, true, true, false, 0 }, 0 },
 	{ "keyword must be whole", "250-mx\r\n250-STARTTLSX\r\n250 AUTHX\r\n", { false, true, 0 },
 	  "250-mx\r\n250-STARTTLSX\r\n250 AUTHX\r\n", INFO_NONE, 0 },
+	{ "control byte ends keyword", "250-mx\r\n250-STARTTLS\rX\r\n250 XCLIENT\tADDR\r\n",
+	  { false, false, 0 }, "250 mx\r\n", { false, true, false, true, false, 0 }, 0 },
 	{ "bare LF", "250-mx\n250-PIPELINING\n250 8BITMIME\n", { false, false, 0 },
 	  "250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n", { true, false, false, false, false, 0 }, 0 },
 	{ "huge SIZE", "250-mx\r\n250 SIZE 99999999999999999999999\r\n", { false, false, 1000 },
@@ -640,6 +642,27 @@ START_TEST(test_ehlo_null_info)
 }
 END_TEST
 
+/* More lines than the reply splitter lets through is not an EHLO reply. */
+START_TEST(test_ehlo_too_many_lines)
+{
+	static char in[(SMTP_REPLY_LINES_MAX + 1) * 16];
+	struct smtp_ehlo_opts opts = { false, false, 0 };
+	static char out[sizeof(in) * 2];
+	size_t n = 0;
+
+	for (unsigned k = 0; k < SMTP_REPLY_LINES_MAX; k++)
+		n += (size_t)snprintf(in + n, sizeof(in) - n, "250-X%u\r\n", k);
+	n += (size_t)snprintf(in + n, sizeof(in) - n, "250 LAST\r\n");
+	long r = smtp_ehlo_rewrite(in, n, &opts, out, sizeof(out), NULL);
+	ck_assert_msg(r == -1, "%u lines: got %ld, want -1", SMTP_REPLY_LINES_MAX + 1, r);
+	/* one line fewer is fine */
+	size_t cut = (size_t)(strstr(in, "250-X127\r\n") - in);
+	memcpy(in + cut, "250 LAST\r\n", strlen("250 LAST\r\n"));
+	r = smtp_ehlo_rewrite(in, cut + strlen("250 LAST\r\n"), &opts, out, sizeof(out), NULL);
+	ck_assert_msg(r > 0, "%u lines: got %ld", SMTP_REPLY_LINES_MAX, r);
+}
+END_TEST
+
 Suite *
 smtp_suite(void)
 {
@@ -668,6 +691,7 @@ smtp_suite(void)
 	tc = tcase_create("ehlo");
 	tcase_add_loop_test(tc, test_ehlo_table, 0, NELEM(ehlo_cases));
 	tcase_add_test(tc, test_ehlo_null_info);
+	tcase_add_test(tc, test_ehlo_too_many_lines);
 	suite_add_tcase(s, tc);
 	return s;
 }
