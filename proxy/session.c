@@ -460,7 +460,7 @@ static void update_watchers(struct session *s)
 {
 	bool reading = (s->state == ST_PROXYHDR || s->state == ST_PREGREET ||
 	    s->state == ST_COMMAND || s->state == ST_AUTH || s->state == ST_DATA) &&
-	    !s->starttls_pending && buf_len(&s->cin) < BUF_SIZE;
+	    !s->starttls_pending && !s->client_eof && buf_len(&s->cin) < BUF_SIZE;
 
 	/* A TLS read may wait for the socket to be writable, and a write readable. */
 	watch(s, &s->crd, (reading && s->c_rwant != TLS_WANT_WRITE) ||
@@ -490,7 +490,7 @@ static bool drain_tls_pending(struct session *s)
 	bool progress = false;
 
 	if (s->cssl && s->state != ST_TLS && SSL_has_pending(s->cssl) &&
-	    buf_len(&s->cin) < BUF_SIZE && !s->starttls_pending) {
+	    buf_len(&s->cin) < BUF_SIZE && !s->starttls_pending && !s->client_eof) {
 		client_read(s);
 		progress = true;
 	}
@@ -503,8 +503,10 @@ static bool drain_tls_pending(struct session *s)
 
 void sess_pump(struct session *s)
 {
-	for (int i = 0; i < PUMP_ROUNDS_MAX && !s->dead; i++) {
-		bool progress = sess_process_upstream(s);
+	bool progress = true;
+
+	for (int i = 0; i < PUMP_ROUNDS_MAX && progress && !s->dead; i++) {
+		progress = sess_process_upstream(s);
 		progress |= process_client(s);
 		flush_client(s);
 		flush_upstream(s);
@@ -513,9 +515,14 @@ void sess_pump(struct session *s)
 			progress = true;
 		}
 		progress |= drain_tls_pending(s);
-		if (!progress)
-			break;
 	}
+	/*
+	 * A client that sent its last byte is done once nothing it asked for
+	 * is outstanding.  A message it left unfinished dies with the upstream
+	 * connection, never with a final dot.
+	 */
+	if (s->client_eof && !progress && s->qlen == 0 && buf_len(&s->cout) == 0)
+		s->dead = true;
 	if (s->dead || (s->state == ST_CLOSING && buf_len(&s->cout) == 0)) {
 		session_free(s);
 		return;
@@ -526,8 +533,12 @@ void sess_pump(struct session *s)
 static void client_read(struct session *s)
 {
 	if (!read_into(s->cfd, s->cssl, &s->cin, &s->c_rwant)) {
-		/* Gone mid-DATA: the upstream is cut without the dot, so no message. */
-		s->dead = true;
+		/*
+		 * The client has stopped sending (it may still read: a script that
+		 * pipelines everything and half-closes).  What it sent is still
+		 * served; see the end of sess_pump().
+		 */
+		s->client_eof = true;
 	} else if (s->state == ST_COMMAND || s->state == ST_AUTH || s->state == ST_DATA) {
 		sess_client_timer_again(s);
 	}

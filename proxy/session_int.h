@@ -110,6 +110,7 @@ struct session {
 	bool up_pipelining;
 	bool replay;                     /* reconnecting after an aborted message */
 	bool dead;                       /* free at the end of this pump */
+	bool client_eof;                 /* the client sent its last byte */
 
 	struct sockaddr_storage peer, local;
 	socklen_t peerlen, locallen;

@@ -10,7 +10,9 @@ only when nothing failed (errors count as failures).
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 import unittest
 
@@ -27,7 +29,15 @@ def main():
     ap.add_argument("-v", action="store_true", help="verbose unittest output")
     args = ap.parse_args()
 
-    os.environ["SMTPGATE_BINARY"] = os.path.abspath(args.binary)
+    binary = os.path.abspath(args.binary)
+    if not os.access(binary, os.X_OK):
+        print("not an executable: %s" % binary, file=sys.stderr)
+        return 2
+    # run a private copy, so a rebuild during the run cannot swap it mid-way
+    tmp = tempfile.mkdtemp(prefix="sgit-bin-")
+    copy = os.path.join(tmp, "smtpgate")
+    shutil.copy2(binary, copy)
+    os.environ["SMTPGATE_BINARY"] = copy
     if args.asan:
         os.environ["SMTPGATE_ASAN"] = "1"
         os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1")
@@ -48,6 +58,7 @@ def main():
         result = runner.run(suite)
     finally:
         harness.kill_leftovers()
+        shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - start
 
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)

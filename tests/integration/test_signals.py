@@ -104,9 +104,11 @@ class CommandLineTest(GateTestCase):
         self.assertIn("%s: ok" % path, self.out(p).splitlines())
 
     def test_t_good_all_globals(self):
-        text = ("max_sessions 100; max_recipients 5\nmax_message_size 10M\n"
-                "timeout command 30s\ntimeout data 1m\nshutdown_grace 500ms\n"
-                "bare_newline reject\nlimit_table_size 1000\n" + self.good())
+        text = config_text(free_port(), ["127.0.0.1:%d" % free_port()], log="stderr json",
+                           globals_=["max_sessions 100; max_recipients 5",
+                                     "max_message_size 10M", "timeout command 30s",
+                                     "timeout data 1m", "shutdown_grace 500ms",
+                                     "bare_newline reject", "limit_table_size 1000"])
         path = self.write("good2.conf", text)
         p = run_binary(["-t", "-c", path])
         self.assertEqual(p.returncode, 0, self.out(p))

@@ -12,9 +12,43 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "config.h"
 #include "conflex.h"
 #include "suites.h"
+
+/* TLS contexts are built at load, so configs with a tls block need real files. */
+#define UNIT_CERT "/tmp/smtpgate-unit-cert.pem"
+#define UNIT_KEY "/tmp/smtpgate-unit-key.pem"
+
+static void write_cert_and_key(void)
+{
+	EVP_PKEY *pkey = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *fp;
+
+	ck_assert_ptr_nonnull(pkey);
+	ck_assert_ptr_nonnull(x);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, pkey);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	ck_assert_int_gt(X509_sign(x, pkey, EVP_sha256()), 0);
+	ck_assert_ptr_nonnull(fp = fopen(UNIT_CERT, "w"));
+	PEM_write_X509(fp, x);
+	fclose(fp);
+	ck_assert_ptr_nonnull(fp = fopen(UNIT_KEY, "w"));
+	PEM_write_PrivateKey(fp, pkey, NULL, NULL, 0, NULL, NULL);
+	fclose(fp);
+	X509_free(x);
+	EVP_PKEY_free(pkey);
+}
 
 #define NCASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -473,8 +507,8 @@ check_full(const struct config *cfg)
 	ck_assert_uint_eq(cfg->shutdown_grace_ms, 0);
 	ck_assert_int_eq(cfg->bare_newline, BARE_NEWLINE_REJECT);
 	ck_assert_uint_eq(cfg->limit_table_size, 5);
-	ck_assert_str_eq(cfg->tls.certificate, "/c.pem");
-	ck_assert_str_eq(cfg->tls.key, "/k.pem");
+	ck_assert_str_eq(cfg->tls.certificate, UNIT_CERT);
+	ck_assert_str_eq(cfg->tls.key, UNIT_KEY);
 	ck_assert_uint_eq(cfg->tls.protocols, CONFIG_TLS_V1_2 | CONFIG_TLS_V1_3);
 	ck_assert_str_eq(cfg->tls.ciphers, "HIGH:!aNULL");
 	ck_assert_uint_eq(cfg->nupstreams, 2);
@@ -487,7 +521,7 @@ check_full(const struct config *cfg)
 	ck_assert_int_eq(a->forward, FORWARD_XCLIENT);
 	ck_assert(a->starttls);
 	ck_assert(a->verify);
-	ck_assert_str_eq(a->ca, "/ca.crt");
+	ck_assert_str_eq(a->ca, UNIT_CERT);
 	ck_assert_uint_eq(a->connect_timeout_ms, 2000);
 	ck_assert_str_eq(b->name, "b");
 	ck_assert_int_eq(b->forward, FORWARD_PROXY_V1);
@@ -555,8 +589,8 @@ static const struct good_case {
 	  "bare_newline reject\n"
 	  "limit_table_size 5\n"
 	  "tls {\n"
-	  "  certificate /c.pem\n"
-	  "  key /k.pem\n"
+	  "  certificate " UNIT_CERT "\n"
+	  "  key " UNIT_KEY "\n"
 	  "  protocols TLSv1.2 TLSv1.3\n"
 	  "  ciphers \"HIGH:!aNULL\"\n"
 	  "}\n"
@@ -575,7 +609,7 @@ static const struct good_case {
 	  "  forward xclient\n"
 	  "  starttls on\n"
 	  "  verify on\n"
-	  "  ca /ca.crt\n"
+	  "  ca " UNIT_CERT "\n"
 	  "  timeout connect 2s\n"
 	  "}\n"
 	  "upstream b { server 10.0.0.1:25; forward proxy-v1 }\n",
@@ -587,7 +621,7 @@ static const struct good_case {
 	  check_one_line },
 	{ "syslog, unlimited size",
 	  "log syslog\nmax_message_size 0\nbare_newline allow\n"
-	  "tls { certificate c.pem; key k.pem; protocols TLSv1.3 }\n" MINIMAL,
+	  "tls { certificate " UNIT_CERT "; key " UNIT_KEY "; protocols TLSv1.3 }\n" MINIMAL,
 	  check_syslog },
 	{ "stderr json", "log stderr json\n" MINIMAL, check_stderr_json },
 	{ "glob that matches nothing",
@@ -685,16 +719,22 @@ static const struct bad_case {
 	  "metrics: expected an address such as 127.0.0.1:25", 1 },
 	{ "directive twice", "user a\nuser b\n" MINIMAL, 2,
 	  "user: already given on line 1", 1 },
-	{ "tls twice", "tls { certificate a; key b }\ntls { certificate a; "
-	  "key b }\n" MINIMAL, 2, "tls: already given on line 1", 1 },
+	{ "tls twice", "tls { certificate " UNIT_CERT "; key " UNIT_KEY " }\n"
+	  "tls { certificate a; key b }\n" MINIMAL, 2, "tls: already given on line 1", 1 },
+	{ "tls certificate missing", MINIMAL "tls { certificate /nonexistent/c.pem; key " UNIT_KEY " }\n",
+	  3, "tls: /nonexistent/c.pem: ", 1 },
+	{ "tls key not the certificate's", MINIMAL "tls { certificate " UNIT_CERT "; key " UNIT_CERT " }\n",
+	  3, "tls: " UNIT_CERT ": ", 1 },
+	{ "upstream ca missing", "upstream u { server 127.0.0.1:25; starttls on; verify on; ca /nonexistent/ca.pem }\n"
+	  "listen 127.0.0.1:2\n", 1, "upstream u: /nonexistent/ca.pem: ", 2 },
 	{ "tls without block", "tls\n" MINIMAL, 1,
 	  "tls: expected a { block }", 1 },
 	{ "certificate without key", MINIMAL "tls {\n certificate /c.pem\n}\n",
 	  3, "tls: needs both a certificate and a key", 1 },
-	{ "tls protocol", "tls { certificate a; key b\n protocols TLSv1.1 }\n"
+	{ "tls protocol", "tls { certificate " UNIT_CERT "; key " UNIT_KEY "\n protocols TLSv1.1 }\n"
 	  MINIMAL, 2, "protocols: expected TLSv1.2 or TLSv1.3, got \"TLSv1.1\"",
 	  1 },
-	{ "unknown in tls", "tls { certificate a; key b; dhparam x }\n"
+	{ "unknown in tls", "tls { certificate " UNIT_CERT "; key " UNIT_KEY "; dhparam x }\n"
 	  MINIMAL, 1, "unknown directive \"dhparam\" in tls block", 1 },
 	{ "duplicate upstream", MINIMAL "upstream u { server 1.1.1.1:25 }\n",
 	  3, "upstream: \"u\" is already defined", 1 },
@@ -1002,6 +1042,7 @@ config_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("load");
+	tcase_add_unchecked_fixture(tc, write_cert_and_key, NULL);
 	tcase_add_loop_test(tc, test_good, 0, NCASES(good_cases));
 	tcase_add_loop_test(tc, test_bad, 0, NCASES(bad_cases));
 	tcase_add_test(tc, test_too_many_errors);
