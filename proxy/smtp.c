@@ -50,13 +50,20 @@ smtp_line_next(struct smtp_lineparser *lp, const char *buf, size_t len,
 		bool after_cr = i > 0 && buf[i - 1] == CR;
 
 		if (c == LF) {
-			bool bad = lp->bad || !after_cr;
+			/*
+			 * A bare LF ends a command line as CRLF would, as Postfix and
+			 * most MTAs accept (SPEC §3.2 refuses only NUL and bare CR).
+			 * Commands are re-sent to the MTA with CRLF, so the two can
+			 * never read the line differently; the body is another matter
+			 * (data.c).
+			 */
+			bool bad = lp->bad;
 			lp->scanned = 0;
 			lp->bad = false;
 			*consumed = i + 1;
 			if (bad)
 				return SMTP_LINE_BAD;
-			*linelen = i - 1;
+			*linelen = after_cr ? i - 1 : i;
 			return SMTP_LINE_OK;
 		}
 		if (after_cr || c == '\0')
@@ -532,6 +539,12 @@ smtp_ehlo_rewrite(const char *in, size_t len, const struct smtp_ehlo_opts *opts,
 			out_line(&o, t, tn);    /* the greeting, always kept */
 			continue;
 		}
+		/* An empty capability line (smtp-sink sends one) says nothing. */
+		size_t blank = 0;
+		while (blank < tn && t[blank] == ' ')
+			blank++;
+		if (blank == tn)
+			continue;
 		if (cap_is(t, tn, "PIPELINING")) {
 			info->pipelining = true;
 		} else if (cap_is(t, tn, "STARTTLS")) {

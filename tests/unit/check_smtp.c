@@ -103,9 +103,10 @@ static const struct line_case line_cases[] = {
 	{ "bare CR", "HE\rLO\r\n", 0, "", 0, "<BAD>" },
 	{ "bare CR first", "\rA\r\n", 0, "", 0, "<BAD>" },
 	{ "CR CR LF", "A\r\r\n", 0, "", 0, "<BAD>" },
-	{ "bare LF ends the line", "HELO\nQUIT\r\n", 0, "", 0, "<BAD>[QUIT]" },
-	{ "lone LF", "\n", 0, "", 0, "<BAD>" },
+	{ "bare LF ends the line", "HELO\nQUIT\r\n", 0, "", 0, "[HELO][QUIT]" },
+	{ "lone LF", "\n", 0, "", 0, "[]" },
 	{ "bare CR and LF", "A\rB\nC\r\n", 0, "", 0, "<BAD>[C]" },
+	{ "NUL then bare LF", "A", 0, "\0B\nC\n", 5, "<BAD>[C]" },
 	{ "max line", "", SMTP_LINE_MAX_PARAMS - 2, "\r\n", 0, "[#4094]" },
 	{ "one over", "", SMTP_LINE_MAX_PARAMS - 1, "\r\n", 0, "<LONG>" },
 	{ "one over, recovery", "", SMTP_LINE_MAX_PARAMS - 1, "\r\nQUIT\r\n", 0, "<LONG>[QUIT]" },
@@ -113,7 +114,7 @@ static const struct line_case line_cases[] = {
 	{ "overlong then recovery", "", LONG_A, "\r\nQUIT\r\n", 0, "<LONG>[QUIT]" },
 	{ "overlong bare LF end", "", LONG_A, "\nNOOP\r\n", 0, "<LONG>[NOOP]" },
 	{ "overlong with NUL", "", LONG_A, "\0\r\nQUIT\r\n", 9, "<LONG>[QUIT]" },
-	{ "line then overlong", "RSET\r\n", LONG_A, "\r\nB\nC\r\n", 0, "[RSET]<LONG><BAD>[C]" },
+	{ "line then overlong", "RSET\r\n", LONG_A, "\r\nB\nC\r\n", 0, "[RSET]<LONG>[B][C]" },
 	{ "CR at the limit", "", SMTP_LINE_MAX_PARAMS - 1, "\rX\r\nY\r\n", 0, "<LONG>[Y]" },
 };
 
@@ -549,6 +550,9 @@ struct ehlo_case {
 };
 
 static const struct ehlo_case ehlo_cases[] = {
+	{ "smtp-sink's empty last line", "250-sink\r\n250-PIPELINING\r\n250 \r\n", { false, false, 1000 },
+	  "250-sink\r\n250-PIPELINING\r\n250 SIZE 1000\r\n",
+	  { .pipelining = true }, 0 },
 	{ "postfix as is", POSTFIX_EHLO, { false, false, 0 },
 	  POSTFIX_KEPT "250 8BITMIME\r\n", INFO_ALL, 0 },
 	{ "postfix, starttls", POSTFIX_EHLO, { true, false, 0 },
