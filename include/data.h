@@ -36,13 +36,14 @@ enum data_status {
 void data_begin(struct data_state *ds, enum bare_newline mode);
 
 /*
- * Scan in[0..inlen) and write what the MTA must receive to out (outsz must
- * be at least DATA_EXPANSION * inlen + 5).  Sets *consumed (bytes of in
- * used) and *produced (bytes written to out).  On DATA_END, out ends with
- * the terminator "\r\n.\r\n" exactly (re-emitted by the state machine so
- * it is always well formed) and the bytes after *consumed belong to the
- * command stream.  Bytes held back while deciding (a CR that may start a
- * CRLF) are kept in the state, never lost.
+ * Scan in[0..inlen) and write what the MTA must receive to out, as far as
+ * outsz allows (any size works; a large one moves a whole buffer at once).
+ * Sets *consumed (bytes of in used) and *produced (bytes written to out);
+ * the caller keeps in[*consumed..] for the next call.  On DATA_END, out
+ * ends with ".\r\n" right after the CRLF that ended the last line (or,
+ * for an empty body, the 354's), and the bytes after *consumed belong to
+ * the command stream.  Bytes held back while deciding (a CR that may start
+ * a CRLF) are kept in the state, never lost.
  */
 enum data_status data_feed(struct data_state *ds, const char *in, size_t inlen,
     char *out, size_t outsz, size_t *consumed, size_t *produced);

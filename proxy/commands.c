@@ -284,7 +284,7 @@ static void data_end(struct session *s)
 
 bool sess_process_data(struct session *s)
 {
-	static char discard[DATA_EXPANSION * BUF_SIZE + 8];
+	static char discard[BUF_SIZE];
 	bool progress = false;
 
 	while (s->state == ST_DATA && buf_len(&s->cin) > 0) {
@@ -302,11 +302,9 @@ bool sess_process_data(struct session *s)
 			out = buf_tail(&s->uout);
 			room = (size_t)r;
 		}
-		size_t n = (room - 5) / DATA_EXPANSION;
-		if (n > buf_len(&s->cin))
-			n = buf_len(&s->cin);
 		size_t used, made;
-		enum data_status st = data_feed(&s->ds, buf_head(&s->cin), n, out, room, &used, &made);
+		enum data_status st = data_feed(&s->ds, buf_head(&s->cin), buf_len(&s->cin),
+		    out, room, &used, &made);
 		buf_drop(&s->cin, used);
 		progress = true;
 

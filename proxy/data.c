@@ -18,6 +18,8 @@
 /* Room data_feed() keeps on top of DATA_EXPANSION * inlen: the bytes held
  * from the previous call (".\r") can be emitted as "..\r\n" plus one. */
 #define DATA_SLACK 5
+/* Room kept free before each step: the most one byte can produce (".\r" then "." gives "..\r\n.."). */
+#define DATA_ROOM_STEP 6
 /* ".\r\n": the part of the terminator that is not the last line's CRLF. */
 #define DATA_DOT_LINE_LEN 3
 
@@ -170,14 +172,12 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 	bool lf_known = false;
 	enum data_status status = DATA_MORE;
 
-	/* Honour the buffer contract even when a caller breaks it: scan only
-	 * as much input as out can take in the worst case. */
-	if (outsz < DATA_SLACK)
-		inlen = 0;
-	else if ((outsz - DATA_SLACK) / DATA_EXPANSION < inlen)
-		inlen = (outsz - DATA_SLACK) / DATA_EXPANSION;
-
-	while (i < inlen) {
+	/*
+	 * Scan as far as out has room: ordinary bytes copy one for one, so a
+	 * full buffer's worth goes out in one piece, and the byte machine is
+	 * entered only while a worst-case step still fits.
+	 */
+	while (i < inlen && outsz - e.len >= DATA_ROOM_STEP) {
 		if (ds->st == ST_MID) {
 			if (!lf_known || lfpos < i) {
 				const char *lf = memchr(in + i, LF, inlen - i);
@@ -186,11 +186,22 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 			}
 			const char *cr = memchr(in + i, CR, lfpos - i);
 			size_t stop = cr != NULL ? (size_t)(cr - in) : lfpos;
-			put(&e, in + i, stop - i);
-			i = stop;
-			if (i == inlen)
-				break;
-			if (cr != NULL && i + 1 == lfpos && lfpos < inlen) {
+			size_t fit = outsz - e.len - DATA_ROOM_STEP;
+			if (stop - i > fit) {
+				/* Out is nearly full: copy what fits, or with no
+				 * spare room let step() take a single byte. */
+				if (fit > 0) {
+					put(&e, in + i, fit);
+					i += fit;
+					continue;
+				}
+			} else {
+				put(&e, in + i, stop - i);
+				i = stop;
+				if (i == inlen)
+					break;
+			}
+			if (i == stop && cr != NULL && i + 1 == lfpos && lfpos < inlen) {
 				/* The common line end, CRLF. */
 				put(&e, "\r\n", 2);
 				ds->st = ST_LINE_START;

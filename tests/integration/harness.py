@@ -524,6 +524,9 @@ class RecordingMTA:
                 elif verb == b"HELO":
                     send("250 " + self.ehlo[0])
                 elif verb == b"MAIL":
+                    if mail is not None:
+                        send("503 5.5.1 Error: nested MAIL command")
+                        continue
                     mail, rcpts = cmdline, []
                     send("250 2.1.0 Ok")
                 elif verb == b"RCPT":

@@ -411,15 +411,25 @@ class ProxyListenerTest(GateTestCase):
 # --------------------------------------------------------------------------
 # Log injection
 
+ESC_HELO = b"evil\x1b[2J\x1b[31mred\x1b]0;title\x07\x7f"
+QUOTE_HELO = b'q" ip=6.6.6.6 injected="y'
+
+# With max_recipients 1 every second RCPT is refused, so each transaction
+# produces a reject line that carries the session's HELO, sender and rcpt.
 INJECT = [
-    b"HELO evil\x1b[2J\x1b[31mred\x1b]0;title\x07",
-    b"HELO x\rsession=FORGED1 connect ip=6.6.6.6 port=1 listener=x",
-    b'EHLO q" ip=6.6.6.6 injected="y',
-    b"MAIL FROM:<a\x1b[0m@evil.example>",
+    b"EHLO " + QUOTE_HELO,
     b"MAIL FROM:<a@x.example>",
-    b"RCPT TO:<b\x1b[1m@test.example>",
     b"RCPT TO:<b@test.example>",
+    b"RCPT TO:<c@test.example>",
+    b"RSET",
+    b"HELO x\rsession=FORGED1 connect ip=6.6.6.6 port=1 listener=x",
+    b"HELO " + ESC_HELO,
+    b"MAIL FROM:<a\x1b[0m@evil.example>",
+    b"RCPT TO:<b\x1b[1m@test.example>",
     b"XYZZY \x1b]0;pwned\x07\x7f\x08\x08",
+    b"MAIL FROM:<a@x.example>",
+    b"RCPT TO:<b@test.example>",
+    b"RCPT TO:<d@test.example>",
 ]
 
 
@@ -439,32 +449,35 @@ class LogInjectionTest(GateTestCase):
             c.read_reply()
         self.assertEqual(c.cmd("QUIT").code, 221)
 
-    def test_text_log(self):
+    def _gate(self, fmt):
         rec = self.start_recorder()
-        gate = self.gate_for(["127.0.0.1:%d" % rec.port], log="stderr text")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], log="stderr " + fmt,
+                             globals_=["max_recipients 1"])
         self._session(gate.port, rec)
-        gate.wait_event("close")
+        gate.wait_event("close", fmt=fmt)
         gate.stop()
         raw = gate.log_bytes()
         ctl = sorted({b for b in raw if (b < 0x20 and b != 0x0a) or b == 0x7f})
         self.assertEqual(ctl, [], "raw control bytes in the log:\n%r" % raw[-3000:])
+        return gate
+
+    def test_text_log(self):
+        gate = self._gate("text")
         for line in gate.log_lines():
             self.assertFalse(line.startswith("session=FORGED"), line)
-        for e in gate.events():
+        evs = gate.events()
+        for e in evs:
             self.assertNotIn("injected", e, e)
             if e.get("event") == "connect":
                 self.assertEqual(e.get("ip"), "127.0.0.1", e)
         self.assertEqual(len(gate.events("connect")), 1, gate.log_text())
+        helos = [e.get("helo") for e in gate.events("reject")]
+        # the hostile values did reach the log (escaped), so this test tests something
+        self.assertIn(QUOTE_HELO.decode(), helos, gate.log_text())
+        self.assertTrue([h for h in helos if h and h.startswith("evil")], gate.log_text())
 
     def test_json_log(self):
-        rec = self.start_recorder()
-        gate = self.gate_for(["127.0.0.1:%d" % rec.port], log="stderr json")
-        self._session(gate.port, rec)
-        gate.wait_event("close", fmt="json")
-        gate.stop()
-        raw = gate.log_bytes()
-        ctl = sorted({b for b in raw if (b < 0x20 and b != 0x0a) or b == 0x7f})
-        self.assertEqual(ctl, [], "raw control bytes in the log:\n%r" % raw[-3000:])
+        gate = self._gate("json")
         objs = []
         for line in gate.log_lines():
             try:
@@ -477,3 +490,7 @@ class LogInjectionTest(GateTestCase):
         for o in objs:
             self.assertNotIn("injected", o)
             self.assertFalse(str(o.get("session", "")).startswith("FORGED"), o)
+        helos = [o.get("helo") for o in objs if o.get("event") == "reject"]
+        self.assertIn(QUOTE_HELO.decode(), helos, objs)
+        # JSON escapes control characters; decoded, the value is the client's
+        self.assertIn(ESC_HELO.decode("latin-1"), helos, objs)

@@ -83,6 +83,20 @@ class PassthroughTest(GateTestCase):
         self.assertEqual(msgs[0].content, content, "message body changed in transit")
         self.assertEqual(msgs[0].raw, stuff(content))
 
+    def test_smtplib_1mb_byte_exact(self):
+        rec = self.start_recorder()
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        content = fast_big_body(1024 * 1024)
+        try:
+            code, msg = self._smtplib_send(gate.port, content, timeout=20)
+        except (smtplib.SMTPException, OSError) as e:
+            self.fail("1 MB transfer through smtpgate stalled (%s); the MTA got %s of %d bytes"
+                      % (e, [c.data_bytes for c in rec.conns], len(stuff(content))))
+        self.assertEqual(b"%d %s" % (code, msg), rec.dot_reply.encode())
+        msgs = rec.wait_messages(1)
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(msgs[0].raw, stuff(content))
+
     def test_smtplib_dot_and_8bit_byte_exact(self):
         rec = self.start_recorder()
         gate = self.gate_for(["127.0.0.1:%d" % rec.port])

@@ -35,6 +35,15 @@ class PipeliningTest(GateTestCase):
         self.assertEqual(m.rcpts, ["<%s>" % r for r in rcpts[:100]])
         # nothing more was read by the client than those replies
         self.assertEqual(c.buf, b"")
+        close = gate.wait_event("close")
+        self.assertEqual(len(close), 1, gate.log_text())
+        self.assertEqual(close[0].get("messages"), "1")
+        self.assertEqual(close[0].get("refused"), "50", gate.log_text())
+        rej = gate.events("reject")
+        self.assertTrue(rej, gate.log_text())
+        for e in rej:
+            self.assertEqual(e.get("stage"), "rcpt", e)
+            self.assertTrue(e.get("reply", "").startswith("452 4.5.3"), e)
 
     def _rules_supported(self):
         d = self.start_recorder()  # never contacted; only for a valid address

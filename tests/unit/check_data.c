@@ -36,8 +36,12 @@ struct fed {
 	uint64_t bytes;
 };
 
+/* Output room per call; 0 gives plenty, so each call must take all its input. */
+static size_t feed_outcap;
+
 /* Feed in[0..len) in pieces ending at cuts[], stopping at DATA_END as a
- * session would (the rest is commands). */
+ * session would (the rest is commands).  With a small feed_outcap a piece
+ * takes several calls, as a session with a nearly full buffer makes them. */
 static void
 feed(enum bare_newline mode, const char *in, size_t len, const size_t *cuts,
     size_t ncuts, struct fed *f)
@@ -49,19 +53,22 @@ feed(enum bare_newline mode, const char *in, size_t len, const size_t *cuts,
 	memset(f, 0, sizeof(*f));
 	for (size_t c = 0; c <= ncuts && !f->end; c++) {
 		size_t to = c < ncuts ? cuts[c] : len;
-		if (to < from)
-			continue;
-		size_t consumed, produced;
-		enum data_status st = data_feed(&ds, in + from, to - from, f->out + f->outlen,
-		    DATA_EXPANSION * (to - from) + 5, &consumed, &produced);
-		EXPECT(produced <= DATA_EXPANSION * (to - from) + 5,
-		    "produced %zu from %zu bytes", produced, to - from);
-		if (st == DATA_MORE)
-			EXPECT(consumed == to - from, "MORE consumed %zu of %zu",
-			    consumed, to - from);
-		f->outlen += produced;
-		from += consumed;
-		f->end = st == DATA_END;
+		while (from < to && !f->end) {
+			size_t consumed, produced;
+			size_t room = OUT_MAX - f->outlen;
+			if (feed_outcap && feed_outcap < room)
+				room = feed_outcap;
+			enum data_status st = data_feed(&ds, in + from, to - from, f->out + f->outlen,
+			    room, &consumed, &produced);
+			EXPECT(produced <= room, "produced %zu into %zu", produced, room);
+			if (st == DATA_MORE && !feed_outcap)
+				EXPECT(consumed == to - from, "MORE consumed %zu of %zu",
+				    consumed, to - from);
+			EXPECT(consumed > 0 || st == DATA_END, "no progress with %zu bytes of room", room);
+			f->outlen += produced;
+			from += consumed;
+			f->end = st == DATA_END;
+		}
 	}
 	f->consumed = from;
 	f->seen_bare = ds.seen_bare;
@@ -224,12 +231,21 @@ END_TEST
 START_TEST(test_small_out)
 {
 	struct data_state ds;
-	char out[8 + 5];
+	char out[13];
 	size_t consumed, produced;
 
+	/* Each bare LF becomes CRLF: 13 bytes of room hold four of them, and the
+	 * scanner stops while a worst case step (6 bytes) would not fit. */
 	data_begin(&ds, BARE_NEWLINE_NORMALIZE);
 	ck_assert(data_feed(&ds, "\n\n\n\n\n\n", 6, out, sizeof(out), &consumed, &produced) == DATA_MORE);
-	ck_assert_msg(consumed == 2 && produced == 4, "consumed %zu produced %zu", consumed, produced);
+	ck_assert_msg(consumed == 4 && produced == 8, "consumed %zu produced %zu", consumed, produced);
+	ck_assert(memcmp(out, "\r\n\r\n\r\n\r\n", 8) == 0);
+	/* A whole buffer of ordinary bytes goes through in one call. */
+	static char big[65536], bigout[65536];
+	memset(big, 'x', sizeof(big));
+	data_begin(&ds, BARE_NEWLINE_NORMALIZE);
+	ck_assert(data_feed(&ds, big, sizeof(big), bigout, sizeof(bigout), &consumed, &produced) == DATA_MORE);
+	ck_assert_msg(consumed == sizeof(big) - 5 && produced == consumed, "big: consumed %zu", consumed);
 }
 END_TEST
 
@@ -301,13 +317,15 @@ START_TEST(test_random_equivalence)
 		else
 			EXPECT(one.consumed == len && one.bytes == len, "%s: MORE count", what);
 
-		/* byte by byte, and at random cuts */
-		for (int how = 0; how < 2; how++) {
+		/* byte by byte, at random cuts, and into small output buffers */
+		for (int how = 0; how < 3; how++) {
 			size_t ncuts = 0;
-			for (size_t k = 0; k < len; k++)
+			for (size_t k = 0; k < len && how < 2; k++)
 				if (how == 0 || prng(&seed) % 7 == 0)
 					cuts[ncuts++] = k;
+			feed_outcap = how == 2 ? 6 + prng(&seed) % 40 : 0;
 			feed(mode, in, len, cuts, ncuts, &pieces);
+			feed_outcap = 0;
 			EXPECT(pieces.end == one.end && pieces.consumed == one.consumed &&
 			    pieces.outlen == one.outlen && memcmp(pieces.out, one.out, one.outlen) == 0 &&
 			    pieces.seen_bare == one.seen_bare && pieces.bytes == one.bytes,
