@@ -35,6 +35,11 @@ static void client_tls_begin(struct session *s);
 /* The client is known (socket or PROXY header): implicit TLS comes first. */
 static void client_accepted(struct session *s)
 {
+	char port[8];
+
+	snprintf(port, sizeof port, "%u", sess_addr_port((const struct sockaddr *)&s->lis->addr.ss));
+	struct log_field lf[] = { F("ip", s->ip), F("port", port), F("listener", s->lis->addr.text), FEND };
+	log_event(s->id, "connect", lf);
 	if (s->lis->tls == TLS_MODE_IMPLICIT) {
 		client_tls_begin(s);
 		return;
@@ -633,9 +638,13 @@ static void on_client_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		/* fall through */
 	case ST_DATA:
 	case ST_PROXYHDR:
-	case ST_TLS:
 		log_event(s->id, "timeout", (struct log_field[]){ F("state", state_names[s->state]), FEND });
 		sess_end(s, "421 4.4.2 Timeout exceeded");
+		break;
+	case ST_TLS:
+		/* Mid-handshake there is no channel for a 421: just close. */
+		log_event(s->id, "timeout", (struct log_field[]){ F("state", state_names[s->state]), FEND });
+		s->dead = true;
 		break;
 	case ST_CLOSING:
 		s->dead = true;
@@ -668,13 +677,8 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void client_ready(struct session *s)
 {
-	char port[8];
 	struct policy_facts f;
 	struct verdict v;
-
-	snprintf(port, sizeof port, "%u", sess_addr_port((const struct sockaddr *)&s->lis->addr.ss));
-	struct log_field lf[] = { F("ip", s->ip), F("port", port), F("listener", s->lis->addr.text), FEND };
-	log_event(s->id, "connect", lf);
 
 	sess_fill_facts(s, &f);
 	policy_check(s->cfg, STAGE_CONNECT, &f, clock_now_ms(), &v);
@@ -765,6 +769,9 @@ static void session_free(struct session *s)
 	ev_io_stop(s->loop, &s->crd);
 	ev_io_stop(s->loop, &s->cwr);
 	ev_timer_stop(s->loop, &s->ctimer);
+	/* close_notify, so the client can tell our close from a truncation. */
+	if (s->cssl && s->tls)
+		SSL_shutdown(s->cssl);
 	close(s->cfd);
 	snprintf(dur, sizeof dur, "%.2fs", now_s() - s->started);
 	snprintf(msgs, sizeof msgs, "%u", s->messages);

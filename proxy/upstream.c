@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "proxyproto.h"
 #include "session_int.h"
 
@@ -123,6 +125,7 @@ void sess_upstream_close(struct session *s)
 	ev_io_stop(s->loop, &s->uwr);
 	ev_timer_stop(s->loop, &s->utimer);
 	if (s->ussl) {
+		SSL_shutdown(s->ussl);
 		tls_free(s->ussl);
 		s->ussl = NULL;
 	}
@@ -283,7 +286,7 @@ static void log_message(struct session *s, const char *r, size_t n)
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->ds.bytes);
 	snprintf(rcpts, sizeof rcpts, "%u", s->rcpts);
 	struct log_field f[] = { FN("reply", r, first), F("size", size), F("rcpts", rcpts),
-		F("sender", s->sender), FEND };
+		F("sender", s->sender), F("tls", s->tls ? tls_version(s->cssl) : NULL), FEND };
 	log_event(s->id, "message", f);
 }
 
