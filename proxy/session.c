@@ -356,39 +356,48 @@ static bool read_into(int fd, struct ssl_st *ssl, struct buf *b, uint8_t *want)
 	return n == -2;
 }
 
-static void flush_client(struct session *s)
+/* Returns true when bytes went out: room freed is progress for the pump. */
+static bool flush_client(struct session *s)
 {
+	bool wrote = false;
+
 	while (buf_len(&s->cout) > 0 && s->state != ST_TLS) {
 		s->c_wwant = 0;
 		ssize_t n = io_write(s->cfd, s->cssl, buf_head(&s->cout), buf_len(&s->cout), &s->c_wwant);
 		if (n == -2)
-			return;
+			return wrote;
 		if (n <= 0) {
 			s->dead = true;
-			return;
+			return wrote;
 		}
 		buf_drop(&s->cout, (size_t)n);
+		wrote = true;
 	}
+	return wrote;
 }
 
-static void flush_upstream(struct session *s)
+static bool flush_upstream(struct session *s)
 {
+	bool wrote = false;
+
 	while (s->ufd >= 0 && s->up != UP_TLS && buf_len(&s->uout) > 0) {
 		s->u_wwant = 0;
 		ssize_t n = io_write(s->ufd, s->ussl, buf_head(&s->uout), buf_len(&s->uout), &s->u_wwant);
 		if (n == -2)
-			return;
+			return wrote;
 		if (n <= 0) {
 			if (s->up == UP_BANNER) {
 				sess_upstream_failed(s, n < 0 ? strerror(errno) : "closed");
-				return;
+				return wrote;
 			}
 			log_event(s->id, "upstream_write_error", NULL);
 			sess_end(s, "421 4.4.2 Upstream connection lost");
-			return;
+			return wrote;
 		}
 		buf_drop(&s->uout, (size_t)n);
+		wrote = true;
 	}
+	return wrote;
 }
 
 /* ---- TLS with the client ----------------------------------------------------- */
@@ -513,8 +522,8 @@ void sess_pump(struct session *s)
 	for (int i = 0; i < PUMP_ROUNDS_MAX && progress && !s->dead; i++) {
 		progress = sess_process_upstream(s);
 		progress |= process_client(s);
-		flush_client(s);
-		flush_upstream(s);
+		progress |= flush_client(s);
+		progress |= flush_upstream(s);
 		if (s->starttls_pending && s->qlen == 0 && buf_len(&s->cout) == 0 && !s->dead) {
 			client_tls_begin(s);
 			progress = true;
