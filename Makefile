@@ -16,7 +16,8 @@ ifeq ($(CI),true)
 WARN    += -Werror
 endif
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -DSMTPGATE_VERSION='"$(VERSION)"'
+# What the code needs, kept apart from CFLAGS so `make CFLAGS=...` cannot drop it.
+SG_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -DSMTPGATE_VERSION='"$(VERSION)"'
 LDLIBS  := -lev -lssl -lcrypto -lpcre2-8 -lmaxminddb -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread -lm)
 
@@ -32,7 +33,7 @@ all: $(BUILD)/smtpgate
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(SG_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(BUILD)/proxy/main.d
 
@@ -40,10 +41,10 @@ $(BUILD)/libsmtpgate.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/smtpgate: $(BUILD)/proxy/main.o $(BUILD)/libsmtpgate.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(SG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/check_unit: $(UNIT_OBJ) $(BUILD)/libsmtpgate.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(SG_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
 # Installs only what is missing, so a machine that has everything is not touched.
 deps:

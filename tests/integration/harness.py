@@ -703,6 +703,7 @@ class Gate:
         self.outpath = os.path.join(self.dir, "stdout.log")
         self.proc = None
         self.returncode = None
+        self.stop_seconds = None    # how long the final SIGTERM took
 
     @staticmethod
     def env():
@@ -746,7 +747,11 @@ class Gate:
     def stop(self, timeout=15.0):
         if self.proc is None:
             return None
+        t0 = time.monotonic()
+        already = self.proc.poll() is not None
         rc = stop_process(self.proc, signal.SIGTERM, timeout)
+        if not already and self.stop_seconds is None:
+            self.stop_seconds = time.monotonic() - t0
         self.returncode = rc
         for f in (getattr(self, "logf", None), getattr(self, "outf", None)):
             try:
@@ -987,9 +992,19 @@ class GateTestCase(unittest.TestCase):
         """Start a gate with config_text(listen, servers, **kw)."""
         return self.start_gate(lambda p: config_text(p, servers, **kw))
 
+    # a test may set this to False when it deliberately ends smtpgate otherwise
+    check_clean_exit = True
+
     def _finish_gate(self, g):
-        g.stop()
+        rc = g.stop()
         try:
+            if self.check_clean_exit and g.proc is not None and rc != 0:
+                # SPEC 1: SIGTERM -> finish within shutdown_grace (2s here unless
+                # the test says otherwise), then exit 0.  A crash, or a hang
+                # that needed SIGKILL (rc -9), fails the test that caused it.
+                self.fail("smtpgate exit status %r (SIGTERM sent: %s, %.1fs to exit); log tail:\n%s"
+                          % (rc, g.stop_seconds is not None, g.stop_seconds or 0,
+                             g.log_text()[-1500:]))
             if ASAN:
                 errs = g.sanitizer_errors()
                 if errs:

@@ -73,8 +73,10 @@ class PassthroughTest(GateTestCase):
             # 10 MB over loopback takes well under a second directly
             code, msg = self._smtplib_send(gate.port, content, timeout=20)
         except (smtplib.SMTPException, OSError) as e:
-            self.fail("10 MB transfer through smtpgate stalled (%s); the MTA got %s of %d bytes"
-                      % (e, [c.data_bytes for c in rec.conns], len(stuff(content))))
+            self.fail("10 MB transfer through smtpgate stalled (%s); the MTA got %s of %d bytes;"
+                      " MTA saw commands %r; smtpgate log:\n%s"
+                      % (e, [c.data_bytes for c in rec.conns], len(stuff(content)),
+                         [c.commands for c in rec.conns], gate.log_text()[-2000:]))
         self.assertEqual(code, 250)
         # the 250 the client got is the MTA's, verbatim
         self.assertEqual(b"%d %s" % (code, msg), rec.dot_reply.encode())
@@ -90,8 +92,10 @@ class PassthroughTest(GateTestCase):
         try:
             code, msg = self._smtplib_send(gate.port, content, timeout=20)
         except (smtplib.SMTPException, OSError) as e:
-            self.fail("1 MB transfer through smtpgate stalled (%s); the MTA got %s of %d bytes"
-                      % (e, [c.data_bytes for c in rec.conns], len(stuff(content))))
+            self.fail("1 MB transfer through smtpgate stalled (%s); the MTA got %s of %d bytes;"
+                      " MTA saw commands %r; smtpgate log:\n%s"
+                      % (e, [c.data_bytes for c in rec.conns], len(stuff(content)),
+                         [c.commands for c in rec.conns], gate.log_text()[-2000:]))
         self.assertEqual(b"%d %s" % (code, msg), rec.dot_reply.encode())
         msgs = rec.wait_messages(1)
         self.assertEqual(len(msgs), 1)
