@@ -19,6 +19,7 @@ const char *policy_stage_name(enum policy_stage st)
 static void refuse(struct verdict *v, enum verdict_kind kind, const char *name, const char *reply)
 {
 	v->kind = kind;
+	v->what = "limit";
 	v->name = name;
 	snprintf(v->reply, sizeof v->reply, "%s", reply);
 }
@@ -28,6 +29,7 @@ void policy_check(const struct config *cfg, enum policy_stage stage,
 {
 	(void)now_ms;
 	v->kind = VERDICT_PASS;
+	v->what = NULL;
 	v->name = NULL;
 	v->reply[0] = '\0';
 

@@ -44,7 +44,8 @@ enum verdict_kind {
 
 struct verdict {
 	enum verdict_kind kind;
-	const char *name;                /* what fired, for the log: a rule or limit name */
+	const char *what;                /* "rule", "limit" or "check": the log's key for name */
+	const char *name;                /* what fired: a rule or limit name */
 	char reply[POLICY_REPLY_MAX];    /* "452 4.5.3 Error: too many recipients", no CRLF */
 };
 

@@ -254,6 +254,7 @@ static void data_aborted(struct session *s)
 	    ? "552 5.3.4 Message size exceeds fixed maximum message size"
 	    : "550 5.5.2 Message contains bare CR or LF; refused";
 	struct verdict v = { .kind = VERDICT_REFUSE,
+		.what = why == ABORT_SIZE ? "limit" : "check",
 		.name = why == ABORT_SIZE ? "max_message_size" : "bare_newline" };
 
 	snprintf(v.reply, sizeof v.reply, "%s", reply);

@@ -63,11 +63,12 @@ void sess_set_state(struct session *s, enum state st)
 	s->state = st;
 }
 
-static void log_reject(struct session *s, enum policy_stage stage, const char *name,
-    const char *reply, const char *rcpt, size_t rcptlen)
+static void log_reject(struct session *s, enum policy_stage stage, const struct verdict *v,
+    const char *rcpt, size_t rcptlen)
 {
 	struct log_field f[] = {
-		F("stage", policy_stage_name(stage)), F("name", name), F("reply", reply),
+		F("stage", policy_stage_name(stage)), F(v->what ? v->what : "rule", v->name),
+		F("reply", v->reply),
 		F("sender", s->sender), FN("rcpt", rcpt, rcptlen), F("helo", s->helo), FEND
 	};
 	log_event(s->id, "reject", f);
@@ -242,7 +243,7 @@ void sess_txn_reset(struct session *s)
 void sess_refuse(struct session *s, enum policy_stage stage, const struct verdict *v,
     const char *rcpt, size_t rcptlen)
 {
-	log_reject(s, stage, v->name, v->reply, rcpt, rcptlen);
+	log_reject(s, stage, v, rcpt, rcptlen);
 	if (v->kind == VERDICT_CLOSE) {
 		sess_end(s, v->reply);
 		return;
@@ -289,7 +290,7 @@ static bool process_client(struct session *s)
 		if (buf_len(&s->cin) == 0)
 			return false;
 		{
-			struct verdict v = { .kind = VERDICT_CLOSE, .name = "pregreet" };
+			struct verdict v = { .kind = VERDICT_CLOSE, .what = "check", .name = "pregreet" };
 			snprintf(v.reply, sizeof v.reply, "554 5.7.1 Protocol error: talked before greeting");
 			buf_release(&s->cin);
 			sess_refuse(s, STAGE_CONNECT, &v, NULL, 0);

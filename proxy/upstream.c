@@ -403,6 +403,12 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 			sess_client_timer_again(s);
 		}
 		break;
+	case EX_RCPT:
+		sess_client_out(s, r, n);
+		/* max_recipients counts the recipients the MTA took. */
+		if (code >= 300 && s->rcpts > 0)
+			s->rcpts--;
+		break;
 	case EX_DOT:
 		sess_client_out(s, r, n);
 		log_message(s, r, n);
