@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "clock.h"
+#include "metrics.h"
 #include "session_int.h"
 
 static char *strndup_bounded(const char *p, size_t n, size_t max)
@@ -259,6 +260,7 @@ static void data_aborted(struct session *s)
 
 	snprintf(v.reply, sizeof v.reply, "%s", reply);
 	s->abort = ABORT_NONE;
+	metrics_inc(METRIC_MESSAGES_TOTAL, "result", "refused", NULL);
 	sess_refuse(s, STAGE_DATA, &v, NULL, 0);
 	sess_txn_reset(s);
 	if (s->user) {

@@ -22,6 +22,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 
 struct listener {
@@ -160,6 +161,8 @@ static int apply_log(const struct config *cfg)
 	return 0;
 }
 
+static int metrics_sync(const struct config *cfg, const struct config *old);
+
 static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 {
 	char *errs = NULL;
@@ -181,6 +184,7 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 			log_msg("reload_error", "%s", line);
 		}
 		log_msg("reload", "failed; keeping the running configuration");
+		metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "failed", NULL);
 		free(errs);
 		return;
 	}
@@ -189,17 +193,36 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 	current = cfg;
 	if (listeners_sync(cfg) < 0)
 		log_msg("reload", "some listeners could not be opened");
+	metrics_sync(cfg, old);
 	if (cfg->log_target != old->log_target || cfg->log_format != old->log_format ||
 	    (cfg->log_file && (!old->log_file || strcmp(cfg->log_file, old->log_file))))
 		apply_log(cfg);
 	config_unref(old);
 	log_msg("reload", "ok");
+	metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "ok", NULL);
 }
 
 static void on_prepare(struct ev_loop *l, ev_prepare *w, int revents)
 {
 	(void)l; (void)w; (void)revents;
 	log_flush();
+}
+
+/* Open, move or close the metrics listener to match cfg. */
+static int metrics_sync(const struct config *cfg, const struct config *old)
+{
+	if (!cfg->has_metrics) {
+		metrics_close();
+		return 0;
+	}
+	if (old && old->has_metrics && same_addr(&old->metrics, &cfg->metrics))
+		return 0;
+	if (metrics_listen(loop, &cfg->metrics, session_count) < 0) {
+		log_msg("listen_error", "metrics %s: %s", cfg->metrics.text, strerror(errno));
+		return -1;
+	}
+	log_msg("listen", "metrics %s", cfg->metrics.text);
+	return 0;
 }
 
 static void on_usr1(struct ev_loop *l, ev_signal *w, int revents)
@@ -272,8 +295,10 @@ int server_run(struct config *cfg)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (listeners_sync(cfg) < 0 || drop_privileges(cfg->user) < 0) {
+	if (listeners_sync(cfg) < 0 || metrics_sync(cfg, NULL) < 0 ||
+	    drop_privileges(cfg->user) < 0) {
 		listeners_close();
+		metrics_close();
 		config_unref(cfg);
 		log_close();
 		return 1;
@@ -296,6 +321,7 @@ int server_run(struct config *cfg)
 	log_set_batching(false);
 	log_msg("stop", "%u sessions left", session_count());
 	session_close_all(true);
+	metrics_close();
 	listeners_close();
 	config_unref(current);
 	current = NULL;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "metrics.h"
 #include "proxyproto.h"
 #include "session_int.h"
 
@@ -244,6 +245,8 @@ void sess_refuse(struct session *s, enum policy_stage stage, const struct verdic
     const char *rcpt, size_t rcptlen)
 {
 	log_reject(s, stage, v, rcpt, rcptlen);
+	metrics_inc(METRIC_REFUSALS_TOTAL, "stage", policy_stage_name(stage), "name", v->name,
+	    "action", v->kind == VERDICT_CLOSE ? "close" : "reject", NULL);
 	if (v->kind == VERDICT_CLOSE) {
 		sess_end(s, v->reply);
 		return;
@@ -392,6 +395,7 @@ static bool flush_upstream(struct session *s)
 				return wrote;
 			}
 			log_event(s->id, "upstream_write_error", NULL);
+			sess_upstream_error(s);
 			sess_end(s, "421 4.4.2 Upstream connection lost");
 			return wrote;
 		}
@@ -448,6 +452,7 @@ static bool client_tls_step(struct session *s)
 	s->tls = true;
 	struct log_field f[] = { F("tls", tls_version(s->cssl)), F("cipher", tls_cipher(s->cssl)), FEND };
 	log_event(s->id, "tls", f);
+	metrics_inc(METRIC_TLS_SESSIONS_TOTAL, "version", tls_version(s->cssl), NULL);
 	if (s->lis->tls == TLS_MODE_IMPLICIT) {
 		/* Implicit TLS (RFC 8314): the session proper starts now. */
 		client_ready(s);
@@ -569,6 +574,7 @@ static void upstream_read(struct session *s)
 	} else if (s->state != ST_CLOSING) {
 		sess_process_upstream(s);   /* relay what it said before it went */
 		log_event(s->id, "upstream_closed", NULL);
+		sess_upstream_error(s);
 		sess_end(s, "421 4.4.2 Upstream connection lost");
 	}
 }
@@ -679,6 +685,7 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	default:
 		log_event(s->id, "upstream_timeout", NULL);
+		sess_upstream_error(s);
 		sess_end(s, "421 4.4.2 Upstream timeout");
 		break;
 	}
@@ -723,6 +730,7 @@ void session_start(struct ev_loop *loop, int fd, const struct sockaddr *peer,
 		close(fd);
 		return;
 	}
+	metrics_inc(METRIC_SESSIONS_TOTAL, "listener", lis->addr.text, NULL);
 	s->next = all;
 	if (all)
 		all->prev = s;

@@ -156,6 +156,7 @@ void sess_refuse(struct session *s, enum policy_stage stage, const struct verdic
 /* upstream.c */
 void sess_upstream_close(struct session *s);
 void sess_upstream_failed(struct session *s, const char *why);
+void sess_upstream_error(struct session *s);
 void sess_upstream_try(struct session *s);
 void sess_upstream_connected(struct session *s);
 void sess_upstream_tls_step(struct session *s);

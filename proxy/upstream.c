@@ -12,6 +12,7 @@
 
 #include <openssl/ssl.h>
 
+#include "metrics.h"
 #include "proxyproto.h"
 #include "session_int.h"
 
@@ -44,6 +45,7 @@ static void upstream_tls_failed(struct session *s, const char *why)
 	struct log_field f[] = { F("server", u->servers[s->server].text), F("error", why), FEND };
 
 	log_event(s->id, "upstream_tls_error", f);
+	sess_upstream_error(s);
 	sess_end(s, "421 4.7.0 TLS toward the mail server failed, try again later");
 }
 
@@ -148,12 +150,21 @@ void sess_upstream_close(struct session *s)
 	}
 }
 
+void sess_upstream_error(struct session *s)
+{
+	const struct config_upstream *u = s->lis->upstream;
+
+	if (s->server < u->nservers)
+		metrics_inc(METRIC_UPSTREAM_ERRORS_TOTAL, "server", u->servers[s->server].text, NULL);
+}
+
 void sess_upstream_failed(struct session *s, const char *why)
 {
 	const struct config_upstream *u = s->lis->upstream;
 	struct log_field f[] = { F("server", u->servers[s->server].text), F("error", why), FEND };
 
 	log_event(s->id, "upstream_error", f);
+	sess_upstream_error(s);
 	sess_upstream_close(s);
 	s->server++;
 	sess_upstream_try(s);
@@ -175,6 +186,7 @@ void sess_upstream_try(struct session *s)
 		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
 			struct log_field f[] = { F("server", a->text), F("error", strerror(errno)), FEND };
 			log_event(s->id, "upstream_error", f);
+			sess_upstream_error(s);
 			close(fd);
 			continue;
 		}
@@ -414,6 +426,7 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		log_message(s, r, n);
 		if (code >= 200 && code < 300)
 			s->messages++;
+		metrics_inc(METRIC_MESSAGES_TOTAL, "result", code < 300 ? "accepted" : "rejected", NULL);
 		sess_txn_reset(s);
 		break;
 	case EX_AUTH:
