@@ -27,7 +27,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps run test unit integration asan demo bench install clean fuzz
+.PHONY: all deps run test unit integration asan valgrind demo bench install clean fuzz
 
 all: $(BUILD)/smtpgate
 
@@ -81,6 +81,13 @@ asan: deps
 		CK_FORK=no ./build-asan/check_unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		python3 tests/integration/run.py --binary ./build-asan/smtpgate --asan
+
+# The integration tests with every smtpgate under valgrind (slow; leaks fail).
+valgrind: deps all
+	rm -rf /tmp/smtpgate-valgrind
+	SMTPGATE_VALGRIND_DIR=/tmp/smtpgate-valgrind python3 tests/integration/run.py \
+		--binary tests/valgrind/smtpgate || true
+	sh tests/valgrind/check
 
 demo: deps all
 	sh tests/demo.sh ./$(BUILD)/smtpgate
