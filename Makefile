@@ -9,6 +9,8 @@ VERSION := 0.1.0
 DEB_PACKAGES := build-essential pkg-config libev-dev libssl-dev libpcre2-dev \
 	libmaxminddb-dev check libhiredis-dev redis-server swaks libnet-ssleay-perl \
 	postfix libmaxmind-db-writer-perl mmdb-bin openssl python3 haproxy procps
+# Only `make fuzz` needs these (libFuzzer comes with clang's runtime).
+DEB_PACKAGES_FUZZ := clang libclang-rt-14-dev
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wformat=2 -Wno-format-nonliteral
@@ -27,7 +29,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps run test unit integration asan valgrind demo bench install clean fuzz
+.PHONY: all deps install-packages run test unit integration asan valgrind demo bench install clean fuzz
 
 all: $(BUILD)/smtpgate
 
@@ -48,7 +50,10 @@ $(BUILD)/check_unit: $(UNIT_OBJ) $(BUILD)/libsmtpgate.a
 
 # Installs only what is missing, so a machine that has everything is not touched.
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
+
+install-packages:
+	@missing=$$(for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -85,7 +90,8 @@ asan: deps
 # The integration tests with every smtpgate under valgrind (slow; leaks fail).
 valgrind: deps all
 	rm -rf /tmp/smtpgate-valgrind
-	SMTPGATE_VALGRIND_DIR=/tmp/smtpgate-valgrind python3 tests/integration/run.py \
+	SMTPGATE_VALGRIND_DIR=/tmp/smtpgate-valgrind SMTPGATE_REAL_BINARY=$(CURDIR)/$(BUILD)/smtpgate \
+		python3 tests/integration/run.py \
 		--binary tests/valgrind/smtpgate || true
 	sh tests/valgrind/check
 
@@ -96,7 +102,8 @@ bench: deps all
 	tests/bench/run ./$(BUILD)/smtpgate
 
 fuzz:
-	$(MAKE) -C tests/fuzz
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES_FUZZ)"
+	$(MAKE) -C tests/fuzz run
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \

@@ -175,9 +175,13 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 	/*
 	 * Scan as far as out has room: ordinary bytes copy one for one, so a
 	 * full buffer's worth goes out in one piece, and the byte machine is
-	 * entered only while a worst-case step still fits.
+	 * entered only while a worst-case step still fits.  A caller that
+	 * gives DATA_EXPANSION * inlen + DATA_SLACK bytes ("roomy") gets all
+	 * its input taken, as the worst case of the whole call fits.
 	 */
-	while (i < inlen && outsz - e.len >= DATA_ROOM_STEP) {
+	bool roomy = outsz >= DATA_SLACK && (outsz - DATA_SLACK) / DATA_EXPANSION >= inlen;
+
+	while (i < inlen && (roomy || outsz - e.len >= DATA_ROOM_STEP)) {
 		if (ds->st == ST_MID) {
 			if (!lf_known || lfpos < i) {
 				const char *lf = memchr(in + i, LF, inlen - i);
@@ -186,7 +190,7 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 			}
 			const char *cr = memchr(in + i, CR, lfpos - i);
 			size_t stop = cr != NULL ? (size_t)(cr - in) : lfpos;
-			size_t fit = outsz - e.len - DATA_ROOM_STEP;
+			size_t fit = roomy ? inlen - i : outsz - e.len - DATA_ROOM_STEP;
 			if (stop - i > fit) {
 				/* Out is nearly full: copy what fits, or with no
 				 * spare room let step() take a single byte. */
