@@ -393,6 +393,8 @@ class RecordingMTA:
           "stall_dot"    - receives the whole message, never answers the dot
     """
 
+    SLOW_REPLY_S = 0.3
+
     def __init__(self, mode="normal", banner=None, ehlo=None, dot_reply=None,
                  expect_proxy=False):
         self.mode = mode
@@ -473,6 +475,8 @@ class RecordingMTA:
                 buf[0] += d
 
         def send(text):
+            if self.mode == "slow":
+                time.sleep(self.SLOW_REPLY_S)   # a slow MTA: every reply late
             try:
                 s.sendall(text.encode("latin-1") + b"\r\n")
             except OSError:
