@@ -75,4 +75,11 @@ struct conf_tree *conf_parse_string(const char *name, const char *text,
     size_t len, struct conf_errs *errs);
 void conf_tree_free(struct conf_tree *);
 
+/*
+ * Make room for element N of an array that grows by doubling: its capacity
+ * is the next power of two, so it needs no field of its own.  NULL when out
+ * of memory (ARR is then untouched).
+ */
+void *conf_grow(void *arr, size_t n, size_t size);
+
 #endif

@@ -70,19 +70,6 @@ err(struct loader *L, const struct conf_stmt *st, const char *fmt, ...)
 	conf_error(L->errs, st->file, st->line, "%s", msg);
 }
 
-static void *
-grow(void *arr, size_t n, size_t size)
-{
-	size_t cap;
-
-	if (n != 0 && (n & (n - 1)) != 0)
-		return arr;
-	cap = n == 0 ? 1 : 2 * n;
-	if (cap > SIZE_MAX / size)
-		return NULL;
-	return realloc(arr, cap * size);
-}
-
 /* ---- values ---------------------------------------------------------- */
 
 /* Decimal digits only (no sign, no space), at most UINT64_MAX. */
@@ -560,7 +547,7 @@ up_server(struct loader *L, const struct conf_stmt *st, void *ctx)
 
 	if (get_addr(L, st, 1, &addr) == -1)
 		return -1;
-	if ((servers = grow(up->servers, up->nservers,
+	if ((servers = conf_grow(up->servers, up->nservers,
 	    sizeof(*servers))) == NULL) {
 		err(L, st, "out of memory");
 		return -1;
@@ -676,7 +663,7 @@ global_upstream(struct loader *L, const struct conf_stmt *st, void *ctx)
 		free_upstream(&up);
 		return -1;
 	}
-	if ((ups = grow(cfg->upstreams, cfg->nupstreams,
+	if ((ups = conf_grow(cfg->upstreams, cfg->nupstreams,
 	    sizeof(*ups))) == NULL) {
 		free_upstream(&up);
 		err(L, st, "out of memory");
@@ -812,13 +799,13 @@ global_listen(struct loader *L, const struct conf_stmt *st, void *ctx)
 		free(ln.banner);
 		return -1;
 	}
-	if ((pends = grow(L->pending, cfg->nlistens, sizeof(*pends))) == NULL) {
+	if ((pends = conf_grow(L->pending, cfg->nlistens, sizeof(*pends))) == NULL) {
 		free(ln.banner);
 		err(L, st, "out of memory");
 		return -1;
 	}
 	L->pending = pends;
-	if ((lns = grow(cfg->listens, cfg->nlistens, sizeof(*lns))) == NULL) {
+	if ((lns = conf_grow(cfg->listens, cfg->nlistens, sizeof(*lns))) == NULL) {
 		free(ln.banner);
 		err(L, st, "out of memory");
 		return -1;

@@ -58,8 +58,8 @@ conf_error(struct conf_errs *errs, const char *file, int line,
  * is the next power of two, so it needs no field of its own.  NULL when out
  * of memory (ARR is then untouched).
  */
-static void *
-grow(void *arr, size_t n, size_t size)
+void *
+conf_grow(void *arr, size_t n, size_t size)
 {
 	size_t cap;
 
@@ -112,7 +112,7 @@ intern_file(struct conf_tree *tree, const char *file)
 
 	if ((copy = strdup(file)) == NULL)
 		return NULL;
-	if ((files = grow(tree->files, tree->nfiles, sizeof(*files))) == NULL) {
+	if ((files = conf_grow(tree->files, tree->nfiles, sizeof(*files))) == NULL) {
 		free(copy);
 		return NULL;
 	}
@@ -360,7 +360,7 @@ add_word(struct conf_stmt *st, const struct conf_word *w, const char *text)
 
 	if ((copy = strdup(text)) == NULL)
 		return -1;
-	if ((words = grow(st->words, st->nwords, sizeof(*words))) == NULL) {
+	if ((words = conf_grow(st->words, st->nwords, sizeof(*words))) == NULL) {
 		free(copy);
 		return -1;
 	}
@@ -491,7 +491,7 @@ end_stmt(struct lexer *lx, struct conf_block *blk, struct conf_stmt *st,
 	} else if (is_bare(&st->words[0], "include")) {
 		r = do_include(lx, blk, st, depth);
 		free_stmt(st);
-	} else if ((stmts = grow(blk->stmts, blk->nstmts,
+	} else if ((stmts = conf_grow(blk->stmts, blk->nstmts,
 	    sizeof(*stmts))) == NULL) {
 		free_stmt(st);
 		r = -1;
