@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BUF_SIZE 32768              /* relay buffers: large writes, few syscalls */
-#define BUF_POOL_KEEP 256           /* free chunks kept for reuse */
+#define BUF_SIZE 65536              /* relay buffers: large writes, few syscalls */
+#define BUF_POOL_KEEP 128           /* free chunks kept for reuse (8 MiB at most) */
 
 struct buf {
 	char *data;                     /* NULL while empty */
