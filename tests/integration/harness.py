@@ -396,8 +396,9 @@ class RecordingMTA:
     SLOW_REPLY_S = 0.3
 
     def __init__(self, mode="normal", banner=None, ehlo=None, dot_reply=None,
-                 expect_proxy=False):
+                 expect_proxy=False, auth=False):
         self.mode = mode
+        self.auth = auth     # offer AUTH PLAIN LOGIN; the password "good" passes
         self.token = "%08X" % random.getrandbits(32)
         self.banner = banner or ("220 rec-%s.test ESMTP recorder" % self.token)
         self.ehlo = ehlo or ["rec.test", "PIPELINING", "SIZE 20000000", "8BITMIME",
@@ -522,7 +523,7 @@ class RecordingMTA:
                 rec.commands.append(cmdline)
                 verb = cmdline.split(b" ", 1)[0].upper()
                 if verb == b"EHLO":
-                    lines = self.ehlo
+                    lines = self.ehlo + (["AUTH PLAIN LOGIN"] if self.auth else [])
                     for i, l in enumerate(lines):
                         send(("250-" if i < len(lines) - 1 else "250 ") + l)
                 elif verb == b"HELO":
@@ -588,6 +589,8 @@ class RecordingMTA:
                     return
                 elif verb == b"XCLIENT":
                     send(self.banner)
+                elif verb == b"AUTH" and self.auth:
+                    send(self._auth(cmdline, read_line, send))
                 elif verb == b"XFORWARD":
                     send("250 2.0.0 Ok")
                 elif verb == b"STARTTLS":
@@ -600,6 +603,38 @@ class RecordingMTA:
                 s.close()
             except OSError:
                 pass
+
+    @staticmethod
+    def _auth(cmdline, read_line, send):
+        """PLAIN (initial response or after 334) and LOGIN; password 'good'."""
+        import base64
+        words = cmdline.split(b" ")
+        mech = words[1].upper() if len(words) > 1 else b""
+
+        def answer(prompt):
+            send("334 " + prompt)
+            line = read_line()
+            return (line or b"*").rstrip(b"\r\n")
+
+        try:
+            if mech == b"PLAIN":
+                resp = words[2] if len(words) > 2 else answer("")
+                if resp == b"*":
+                    return "501 5.7.0 Authentication aborted"
+                parts = base64.b64decode(resp).split(b"\0")
+                ok = len(parts) == 3 and parts[2] == b"good"
+            elif mech == b"LOGIN":
+                user = words[2] if len(words) > 2 else answer("VXNlcm5hbWU6")
+                pw = answer("UGFzc3dvcmQ6")
+                if b"*" in (user, pw):
+                    return "501 5.7.0 Authentication aborted"
+                ok = base64.b64decode(pw) == b"good"
+            else:
+                return "504 5.5.4 Unrecognized authentication type"
+        except ValueError:
+            return "501 5.5.2 Cannot decode response"
+        return "235 2.7.0 Authentication successful" if ok else \
+            "535 5.7.8 Error: authentication failed"
 
     # -- observation
     def messages(self):
