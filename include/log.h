@@ -22,6 +22,7 @@ struct log_field {
 	const char *key;
 	const char *val;              /* NULL: the field is left out */
 	size_t len;                   /* (size_t)-1: val is NUL-terminated */
+	int number;                   /* a decimal count: a JSON number, not a string */
 };
 
 /* Configure where lines go; returns 0, or -1 when FILE cannot be opened. */

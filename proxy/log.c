@@ -97,16 +97,21 @@ static void put_escaped(struct out *o, const char *v, size_t n, enum log_format 
 }
 
 static void put_field(struct out *o, const char *key, const char *val, size_t n,
-    enum log_format fmt, int first)
+    enum log_format fmt, int first, int number)
 {
 	if (fmt == LOG_FORMAT_JSON) {
 		if (!first)
 			putc1(o, ',');
 		putc1(o, '"');
 		put(o, key, strlen(key));
-		put(o, "\":\"", 3);
-		put_escaped(o, val, n, fmt);
-		putc1(o, '"');
+		if (number) {
+			put(o, "\":", 2);
+			put(o, val, n);
+		} else {
+			put(o, "\":\"", 3);
+			put_escaped(o, val, n, fmt);
+			putc1(o, '"');
+		}
 		return;
 	}
 	if (!first)
@@ -133,11 +138,11 @@ size_t log_format_line(enum log_format fmt, const char *session, const char *eve
 	if (fmt == LOG_FORMAT_JSON)
 		putc1(&o, '{');
 	if (session) {
-		put_field(&o, "session", session, strlen(session), fmt, first);
+		put_field(&o, "session", session, strlen(session), fmt, first, 0);
 		first = 0;
 	}
 	if (fmt == LOG_FORMAT_JSON) {
-		put_field(&o, "event", event, strlen(event), fmt, first);
+		put_field(&o, "event", event, strlen(event), fmt, first, 0);
 	} else {
 		if (!first)
 			putc1(&o, ' ');
@@ -149,7 +154,9 @@ size_t log_format_line(enum log_format fmt, const char *session, const char *eve
 		if (!f->val)
 			continue;
 		size_t n = f->len == (size_t)-1 ? strlen(f->val) : f->len;
-		put_field(&o, f->key, f->val, n, fmt, first);
+		/* Only digits may go out unquoted: anything else stays a string. */
+		int number = f->number && n > 0 && strspn(f->val, "0123456789") >= n;
+		put_field(&o, f->key, f->val, n, fmt, first, number);
 		if (!o.full)
 			whole = o.len;
 	}
@@ -276,6 +283,6 @@ void log_msg(const char *event, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	struct log_field f[] = { { "msg", msg, (size_t)-1 }, { NULL, NULL, 0 } };
+	struct log_field f[] = { { "msg", msg, (size_t)-1, 0 }, { NULL, NULL, 0, 0 } };
 	log_event(NULL, event, f);
 }

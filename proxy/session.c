@@ -39,7 +39,7 @@ static void client_accepted(struct session *s)
 	char port[8];
 
 	snprintf(port, sizeof port, "%u", sess_addr_port((const struct sockaddr *)&s->lis->addr.ss));
-	struct log_field lf[] = { F("ip", s->ip), F("port", port), F("listener", s->lis->addr.text), FEND };
+	struct log_field lf[] = { F("ip", s->ip), FNUM("port", port), F("listener", s->lis->addr.text), FEND };
 	log_event(s->id, "connect", lf);
 	if (s->lis->tls == TLS_MODE_IMPLICIT) {
 		client_tls_begin(s);
@@ -794,7 +794,7 @@ static void session_free(struct session *s)
 	snprintf(dur, sizeof dur, "%.2fs", now_s() - s->started);
 	snprintf(msgs, sizeof msgs, "%u", s->messages);
 	snprintf(refused, sizeof refused, "%u", s->refused);
-	struct log_field f[] = { F("duration", dur), F("messages", msgs), F("refused", refused), FEND };
+	struct log_field f[] = { F("duration", dur), FNUM("messages", msgs), FNUM("refused", refused), FEND };
 	log_event(s->id, "close", f);
 	buf_release(&s->cin);
 	buf_release(&s->cout);

@@ -129,9 +129,10 @@ struct session {
 	struct session *prev, *next;
 };
 
-#define F(k, v) { (k), (v), (size_t)-1 }
-#define FN(k, v, n) { (k), (v), (n) }
-#define FEND { NULL, NULL, 0 }
+#define F(k, v) { (k), (v), (size_t)-1, 0 }
+#define FN(k, v, n) { (k), (v), (n), 0 }
+#define FNUM(k, v) { (k), (v), (size_t)-1, 1 }
+#define FEND { NULL, NULL, 0, 0 }
 
 /* session.c */
 void sess_pump(struct session *s);

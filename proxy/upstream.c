@@ -297,7 +297,7 @@ static void log_message(struct session *s, const char *r, size_t n)
 		first--;
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->ds.bytes);
 	snprintf(rcpts, sizeof rcpts, "%u", s->rcpts);
-	struct log_field f[] = { FN("reply", r, first), F("size", size), F("rcpts", rcpts),
+	struct log_field f[] = { FN("reply", r, first), FNUM("size", size), FNUM("rcpts", rcpts),
 		F("sender", s->sender), F("tls", s->tls ? tls_version(s->cssl) : NULL), FEND };
 	log_event(s->id, "message", f);
 }
@@ -473,7 +473,7 @@ static void auth_done(struct session *s, int code)
 	snprintf(c, sizeof c, "%d", code);
 	struct log_field f[] = { F("mechanism", s->auth->mech_name),
 		F("user", s->auth->known ? s->auth->user : NULL),
-		F("result", code == 235 ? "ok" : "failed"), F("code", c), FEND };
+		F("result", code == 235 ? "ok" : "failed"), FNUM("code", c), FEND };
 	log_event(s->id, "auth", f);
 	explicit_bzero(s->auth, sizeof *s->auth);
 	free(s->auth);

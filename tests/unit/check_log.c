@@ -32,12 +32,25 @@ static const struct log_case cases[] = {
 START_TEST(test_log_escape)
 {
 	const struct log_case *c = &cases[_i];
-	struct log_field f[] = { { "helo", c->val, c->len }, { NULL, NULL, 0 } };
+	struct log_field f[] = { { "helo", c->val, c->len, 0 }, { NULL, NULL, 0, 0 } };
 	char out[LOG_LINE_MAX];
 
 	size_t n = log_format_line(c->fmt, "s1", "connect", f, out, sizeof out);
 	ck_assert_msg(n == strlen(out), "%s: length %zu vs %zu", c->label, n, strlen(out));
 	ck_assert_msg(strcmp(out, c->want) == 0, "%s: got %s want %s", c->label, out, c->want);
+}
+END_TEST
+
+START_TEST(test_log_numbers)
+{
+	char out[LOG_LINE_MAX];
+	struct log_field f[] = { { "size", "1832", (size_t)-1, 1 }, { "rcpts", "2x", (size_t)-1, 1 },
+		{ NULL, NULL, 0, 0 } };
+
+	log_format_line(LOG_FORMAT_JSON, "s1", "message", f, out, sizeof out);
+	ck_assert_str_eq(out, "{\"session\":\"s1\",\"event\":\"message\",\"size\":1832,\"rcpts\":\"2x\"}\n");
+	log_format_line(LOG_FORMAT_TEXT, "s1", "message", f, out, sizeof out);
+	ck_assert_str_eq(out, "session=s1 message size=1832 rcpts=2x\n");
 }
 END_TEST
 
@@ -49,8 +62,8 @@ START_TEST(test_log_cut)
 
 	memset(big, 'a', sizeof big);
 	for (int i = 0; i < 8; i++)
-		f[i] = (struct log_field){ "k", big, LOG_VALUE_MAX * 2 };
-	f[8] = (struct log_field){ NULL, NULL, 0 };
+		f[i] = (struct log_field){ "k", big, LOG_VALUE_MAX * 2, 0 };
+	f[8] = (struct log_field){ NULL, NULL, 0, 0 };
 	for (int fmt = LOG_FORMAT_TEXT; fmt <= LOG_FORMAT_JSON; fmt++) {
 		size_t n = log_format_line((enum log_format)fmt, "s1", "x", f, out, sizeof out);
 		ck_assert_uint_le(n, sizeof out - 1);
@@ -68,6 +81,7 @@ Suite *log_suite(void)
 	TCase *tc = tcase_create("format");
 	tcase_add_loop_test(tc, test_log_escape, 0, (int)(sizeof cases / sizeof cases[0]));
 	tcase_add_test(tc, test_log_cut);
+	tcase_add_test(tc, test_log_numbers);
 	suite_add_tcase(s, tc);
 	return s;
 }
