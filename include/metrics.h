@@ -15,6 +15,7 @@
 #define METRICS_REQUEST_MAX 2048
 #define METRICS_RESPONSE_MAX 262144
 #define METRICS_CONN_TIMEOUT_S 5.0
+#define METRICS_CONNS_MAX 16             /* scrapes at once; more are closed */
 
 enum metric {
 	METRIC_SESSIONS_TOTAL,           /* {listener} */

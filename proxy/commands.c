@@ -28,7 +28,7 @@ static void forward(struct session *s, const char *line, size_t len, enum expect
 {
 	sess_upstream_out(s, line, len);
 	sess_upstream_out(s, "\r\n", 2);
-	sess_q_push(s, ex, 0);
+	sess_q_push(s, ex, ex == EX_MAIL || ex == EX_RCPT ? s->txn_seq : 0);
 	if (s->q_upstream == 1)
 		sess_upstream_timer_again(s, s->cfg->timeout_command_ms);
 }
@@ -57,7 +57,8 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 	uint64_t size = 0;
 
 	if (s->txn == TXN_OPEN) {
-		forward(s, line, len, EX_MAIL);   /* the MTA says "nested MAIL" */
+		/* The MTA says "nested MAIL"; its refusal closes nothing of ours. */
+		forward(s, line, len, EX_GENERIC);
 		return;
 	}
 	sess_txn_reset(s);
@@ -83,12 +84,9 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 
 static void cmd_rcpt(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
 {
-	if (s->txn == TXN_REFUSED) {
+	if (s->txn != TXN_OPEN) {
+		/* Answered here: a RCPT we did not judge must not reach the MTA. */
 		sess_reply_local(s, "503 5.5.1 Error: need MAIL command");
-		return;
-	}
-	if (s->txn == TXN_NONE) {
-		forward(s, line, len, EX_RCPT);   /* the MTA says 503 */
 		return;
 	}
 	char rcpt[SMTP_PATH_MAX + 1];
@@ -112,7 +110,7 @@ static void cmd_rcpt(struct session *s, const char *line, size_t len, const stru
 
 static void cmd_data(struct session *s, const char *line, size_t len)
 {
-	if (s->txn == TXN_REFUSED) {
+	if (s->txn != TXN_OPEN) {
 		sess_reply_local(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
@@ -167,14 +165,16 @@ static void cmd_starttls(struct session *s)
 }
 
 /* A line whose verb smtpgate must answer itself, never the MTA. */
-static bool is_reserved_verb(const char *line, size_t len)
+static bool is_reserved_verb(const char *line, const struct smtp_cmd *c)
 {
 	static const char *const verbs[] = { "XCLIENT", "XFORWARD", NULL };
-	for (const char *const *v = verbs; *v; v++) {
-		size_t vl = strlen(*v);
-		if (len >= vl && strncasecmp(line, *v, vl) == 0 && (len == vl || line[vl] == ' '))
+	/* The parser ended the verb at a blank or the end of the line. */
+	size_t vl = 0;
+	while (line + vl < c->arg && line[vl] != ' ' && line[vl] != '\t')
+		vl++;
+	for (const char *const *v = verbs; *v; v++)
+		if (vl == strlen(*v) && strncasecmp(line, *v, vl) == 0)
 			return true;
-	}
 	return false;
 }
 
@@ -199,6 +199,8 @@ static void client_line(struct session *s, const char *line, size_t len)
 			sess_reply_local(s, "501 5.1.7 Bad sender address syntax");
 		else if (c.verb == SMTP_VERB_RCPT)
 			sess_reply_local(s, "501 5.1.3 Bad recipient address syntax");
+		else if (c.verb == SMTP_VERB_UNKNOWN)
+			sess_reply_local(s, "500 5.5.2 Error: bad syntax");
 		else
 			sess_reply_local(s, "501 5.5.4 Syntax error in parameters or arguments");
 		return;
@@ -239,7 +241,7 @@ static void client_line(struct session *s, const char *line, size_t len)
 		sess_reply_local(s, "502 5.5.1 Error: command not implemented");
 		break;
 	default:
-		if (is_reserved_verb(line, len)) {
+		if (is_reserved_verb(line, &c)) {
 			sess_reply_local(s, "502 5.5.1 Error: command not implemented");
 			break;
 		}
@@ -263,6 +265,11 @@ static void data_aborted(struct session *s)
 	metrics_inc(METRIC_MESSAGES_TOTAL, "result", "refused", NULL);
 	sess_refuse(s, STAGE_DATA, &v, NULL, 0);
 	sess_txn_reset(s);
+	if (++s->aborts >= SESSION_ABORTS_MAX) {
+		/* Each refusal costs the MTA a new connection: not without end. */
+		sess_end(s, "421 4.7.0 Too many refused messages, closing");
+		return;
+	}
 	if (s->user) {
 		/* The MTA's AUTH state went with the cut connection. */
 		sess_end(s, "421 4.7.0 Session reset after refused message; please reconnect");
@@ -364,8 +371,6 @@ bool sess_process_commands(struct session *s)
 		}
 		buf_drop(&s->cin, used);
 		progress = true;
-		if (s->state == ST_DATA)
-			return sess_process_data(s) || progress;
 	}
 	if (buf_len(&s->uout) == 0)
 		buf_release(&s->uout);

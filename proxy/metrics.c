@@ -126,7 +126,8 @@ size_t metrics_render(char *out, size_t outsz, unsigned sessions_active)
 /* ---- the HTTP side ---------------------------------------------------- */
 
 struct conn {
-	ev_io io;
+	ev_io io;                        /* first: the callbacks cast it back */
+	struct conn *prev, *next;
 	ev_timer timer;
 	int fd;
 	size_t len, sent;
@@ -135,6 +136,8 @@ struct conn {
 	char req[METRICS_REQUEST_MAX];
 };
 
+static struct conn *conns;           /* open scrapes, freed at metrics_close() */
+static unsigned nconns;
 static ev_io listen_io;
 static int listen_fd = -1;
 static struct ev_loop *mloop;
@@ -142,6 +145,13 @@ static unsigned (*active_fn)(void);
 
 static void conn_free(struct conn *c)
 {
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	nconns--;
 	ev_io_stop(mloop, &c->io);
 	ev_timer_stop(mloop, &c->timer);
 	close(c->fd);
@@ -230,12 +240,17 @@ static void on_accept(struct ev_loop *l, ev_io *w, int revents)
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return;
-	struct conn *c = calloc(1, sizeof *c);
+	struct conn *c = nconns < METRICS_CONNS_MAX ? calloc(1, sizeof *c) : NULL;
 	if (!c) {
 		close(fd);
 		return;
 	}
 	c->fd = fd;
+	c->next = conns;
+	if (conns)
+		conns->prev = c;
+	conns = c;
+	nconns++;
 	ev_io_init(&c->io, on_conn_io, fd, EV_READ);
 	ev_timer_init(&c->timer, on_conn_timeout, METRICS_CONN_TIMEOUT_S, 0.);
 	c->timer.data = c;
@@ -268,6 +283,8 @@ int metrics_listen(struct ev_loop *loop, const struct config_addr *addr, unsigne
 
 void metrics_close(void)
 {
+	while (conns)
+		conn_free(conns);
 	if (listen_fd < 0)
 		return;
 	ev_io_stop(mloop, &listen_io);

@@ -170,6 +170,13 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 	FILE *mem = open_memstream(&errs, &errlen);
 	(void)l; (void)w; (void)revents;
 
+	if (draining) {
+		if (mem)
+			fclose(mem);
+		free(errs);
+		log_msg("reload", "ignored: shutting down");
+		return;
+	}
 	struct config *cfg = config_load(current->file, mem ? mem : stderr);
 	if (mem)
 		fclose(mem);

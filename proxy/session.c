@@ -57,7 +57,11 @@ static double now_s(void)
 
 void sess_set_state(struct session *s, enum state st)
 {
-	if (getenv("SMTPGATE_DEBUG")) {
+	static int debug = -1;
+
+	if (debug < 0)
+		debug = getenv("SMTPGATE_DEBUG") != NULL;
+	if (debug) {
 		struct log_field f[] = { F("from", state_names[s->state]), F("to", state_names[st]), FEND };
 		log_event(s->id, "state", f);
 	}
@@ -81,7 +85,7 @@ void sess_fill_facts(struct session *s, struct policy_facts *f)
 	memset(f, 0, sizeof *f);
 	f->addr = (const struct sockaddr *)&s->peer;
 	f->ip = s->ip;
-	f->port = ntohs(((const struct sockaddr_in *)&s->lis->addr.ss)->sin_port);
+	f->port = sess_addr_port((const struct sockaddr *)&s->lis->addr.ss);
 	f->helo = s->helo;
 	f->user = s->user;
 	f->sender = s->sender;
@@ -235,6 +239,7 @@ int sess_set_nonblock_nodelay(int fd)
 void sess_txn_reset(struct session *s)
 {
 	s->txn = TXN_NONE;
+	s->txn_seq++;
 	s->rcpts = s->rcpts_refused = 0;
 	free(s->sender);
 	s->sender = NULL;
@@ -458,10 +463,15 @@ static bool client_tls_step(struct session *s)
 		client_ready(s);
 		return true;
 	}
-	/* RFC 3207: forget what the client said before; it must EHLO again. */
+	/* RFC 3207: forget what the client said before; it must EHLO again.
+	 * The MTA saw none of this, so it is told to forget too. */
 	free(s->helo);
 	s->helo = NULL;
 	sess_txn_reset(s);
+	if (s->up == UP_READY) {
+		sess_upstream_out(s, "RSET\r\n", 6);
+		sess_q_push(s, EX_SILENT, 0);
+	}
 	s->barrier = false;
 	sess_set_state(s, ST_COMMAND);
 	sess_client_timer_again(s);
@@ -511,12 +521,15 @@ static bool drain_tls_pending(struct session *s)
 
 	if (s->cssl && s->state != ST_TLS && SSL_has_pending(s->cssl) &&
 	    buf_len(&s->cin) < BUF_SIZE && !s->starttls_pending && !s->client_eof) {
+		size_t before = buf_len(&s->cin);
 		client_read(s);
-		progress = true;
+		progress = buf_len(&s->cin) != before || s->client_eof;
 	}
 	if (s->ussl && s->up != UP_TLS && SSL_has_pending(s->ussl) && buf_len(&s->uin) < BUF_SIZE) {
+		size_t before = buf_len(&s->uin);
+		unsigned gen = s->up_gen;
 		upstream_read(s);
-		progress = true;
+		progress |= buf_len(&s->uin) != before || gen != s->up_gen;
 	}
 	return progress;
 }
@@ -541,13 +554,19 @@ void sess_pump(struct session *s)
 	 * is outstanding.  A message it left unfinished dies with the upstream
 	 * connection, never with a final dot.
 	 */
-	if (s->client_eof && !progress && s->qlen == 0 && buf_len(&s->cout) == 0)
+	if (s->client_eof && !progress && s->qlen == 0 && buf_len(&s->cout) == 0 &&
+	    (s->up == UP_READY || s->up == UP_NONE))
 		s->dead = true;
 	if (s->dead || (s->state == ST_CLOSING && buf_len(&s->cout) == 0)) {
 		session_free(s);
 		return;
 	}
 	update_watchers(s);
+	/* Stopped by the round limit with work left: come back for it soon,
+	 * after other sessions had their turn.  (Stopping a watcher clears a
+	 * fed event, so session_free() cannot leave one behind.) */
+	if (progress)
+		ev_feed_event(s->loop, &s->cwr, EV_WRITE);
 }
 
 static void client_read(struct session *s)
@@ -706,6 +725,8 @@ static void client_ready(struct session *s)
 	}
 	if (s->lis->pregreet_ms) {
 		sess_set_state(s, ST_PREGREET);
+		/* The timer may still run from the PROXY header or the handshake. */
+		ev_timer_stop(s->loop, &s->ctimer);
 		ev_timer_set(&s->ctimer, (double)s->lis->pregreet_ms / 1000.0, 0.);
 		ev_timer_start(s->loop, &s->ctimer);
 		return;

@@ -36,6 +36,7 @@
 #define PUMP_ROUNDS_MAX 64               /* bound on one pump; watchers resume the rest */
 #define SESSION_ID_LEN 16
 #define REPLY_LINE_MAX 512
+#define SESSION_ABORTS_MAX 3             /* bodies refused mid-stream before we close */
 
 /* What the client side is doing. */
 enum state {
@@ -66,11 +67,13 @@ enum up_state {
 enum expect {
 	EX_LOCAL,       /* answered by us; the text waits in s->lq */
 	EX_GENERIC, EX_EHLO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_AUTH, EX_QUIT, EX_RSET,
+	EX_SILENT,      /* ours (an RSET after STARTTLS): the reply is not relayed */
 };
 
 struct pending {
 	uint8_t expect;
-	uint16_t len;                    /* EX_LOCAL: bytes of text in s->lq */
+	uint16_t len;                    /* EX_LOCAL: bytes of text in s->lq;
+					    EX_MAIL, EX_RCPT: the transaction's txn_seq */
 };
 
 enum txn { TXN_NONE, TXN_OPEN, TXN_REFUSED };
@@ -121,8 +124,10 @@ struct session {
 	struct auth_state *auth;         /* during an AUTH exchange only */
 	char *sender;
 	enum txn txn;
+	uint16_t txn_seq;                /* bumped per transaction, to match late replies */
 	unsigned rcpts, rcpts_refused;
 	enum abort_reason abort;
+	unsigned aborts;                 /* bodies refused mid-stream so far */
 
 	double started;
 	unsigned messages, refused;

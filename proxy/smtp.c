@@ -142,6 +142,23 @@ word_prefix(const char *s, size_t len, const char *word)
 	return n <= len && word_eq(s, n, word);
 }
 
+/*
+ * Blanks between words: SP, and HTAB, because MTAs split on both (Postfix's
+ * tokenizer does).  Were a tab not a separator here, "MAIL<TAB>FROM:" would
+ * pass us as an unknown verb yet reach the MTA as MAIL.
+ */
+static bool
+is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static bool
+is_verb_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
 static const struct verb_def *
 verb_lookup(const char *s, size_t len)
 {
@@ -234,7 +251,7 @@ parse_path_arg(const struct verb_def *vd, const char *line, struct smtp_cmd *cmd
 	if (!word_prefix(a, alen, vd->prefix))
 		return SMTP_CMD_SYNTAX;
 	size_t off = strlen(vd->prefix);
-	while (off < alen && a[off] == ' ')
+	while (off < alen && is_blank(a[off]))
 		off++;
 
 	size_t end = parse_path(a + off, alen - off, &cmd->path, &cmd->pathlen);
@@ -252,9 +269,9 @@ parse_path_arg(const struct verb_def *vd, const char *line, struct smtp_cmd *cmd
 
 	if (off == alen)
 		return SMTP_CMD_OK;
-	if (a[off] != ' ')
+	if (!is_blank(a[off]))
 		return SMTP_CMD_SYNTAX;
-	while (off < alen && a[off] == ' ')
+	while (off < alen && is_blank(a[off]))
 		off++;
 	cmd->params = a + off;
 	cmd->paramslen = alen - off;   /* arg has no trailing spaces */
@@ -267,13 +284,26 @@ smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *cmd)
 	memset(cmd, 0, sizeof(*cmd));
 	cmd->path = "";
 
-	const char *sp = memchr(line, ' ', len);
-	size_t vlen = sp != NULL ? (size_t)(sp - line) : len;
+	/*
+	 * The verb is letters and digits, and ends at a blank or the line's
+	 * end.  Anything else (a leading blank, a control byte glued to the
+	 * verb) is refused here rather than relayed: the MTA might read such a
+	 * line as a command we never judged.
+	 */
+	size_t vlen = 0;
+	while (vlen < len && is_verb_char(line[vlen]))
+		vlen++;
+	if (vlen == 0 || (vlen < len && !is_blank(line[vlen]))) {
+		cmd->verb = SMTP_VERB_UNKNOWN;
+		cmd->arg = line;
+		cmd->arglen = len;
+		return len > SMTP_LINE_MAX - 2 ? SMTP_CMD_TOO_LONG : SMTP_CMD_SYNTAX;
+	}
 	size_t off = vlen;
-	while (off < len && line[off] == ' ')
+	while (off < len && is_blank(line[off]))
 		off++;
 	size_t alen = len - off;
-	while (alen > 0 && line[off + alen - 1] == ' ')
+	while (alen > 0 && is_blank(line[off + alen - 1]))
 		alen--;
 	cmd->arg = line + off;
 	cmd->arglen = alen;
@@ -325,10 +355,10 @@ smtp_param_find(const char *params, size_t len, const char *keyword,
 	if (params == NULL)
 		return false;
 	while (i < len) {
-		while (i < len && params[i] == ' ')
+		while (i < len && is_blank(params[i]))
 			i++;
 		size_t start = i;
-		while (i < len && params[i] != ' ')
+		while (i < len && !is_blank(params[i]))
 			i++;
 		const char *p = params + start;
 		size_t plen = i - start;

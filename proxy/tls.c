@@ -145,6 +145,7 @@ static int classify(SSL *ssl, int rc, enum tls_want *want)
 
 int tls_handshake(SSL *ssl, bool server, enum tls_want *want, char *err, size_t errsz)
 {
+	ERR_clear_error();   /* SSL_get_error() reads the queue: it must be ours */
 	int rc = server ? SSL_accept(ssl) : SSL_connect(ssl);
 
 	*want = TLS_WANT_NONE;

@@ -106,8 +106,8 @@ void sess_upstream_tls_step(struct session *s)
 		return;
 	}
 	if (rc == 0) {
-		s->u_rwant = want == TLS_WANT_READ;
-		s->u_wwant = want == TLS_WANT_WRITE;
+		s->u_rwant = want == TLS_WANT_READ ? TLS_WANT_READ : 0;
+		s->u_wwant = want == TLS_WANT_WRITE ? TLS_WANT_WRITE : 0;
 		return;
 	}
 	s->u_rwant = s->u_wwant = 0;
@@ -139,13 +139,16 @@ void sess_upstream_close(struct session *s)
 	buf_release(&s->uin);
 	buf_release(&s->uout);
 	memset(&s->rp, 0, sizeof s->rp);
-	/* Whatever the MTA still owed us is not coming. */
-	while (s->q_upstream) {
+	/*
+	 * Whatever the MTA still owed us is not coming.  Local answers queued
+	 * ahead of the first lost reply go out; those behind it are dropped,
+	 * since the client would pair them with the wrong commands.
+	 */
+	sess_flush_local(s);
+	while (s->qlen) {
 		struct pending *p = sess_q_head(s);
-		if (p->expect == EX_LOCAL) {
-			sess_flush_local(s);
-			continue;
-		}
+		if (p->expect == EX_LOCAL)
+			buf_drop(&s->lq, p->len);
 		sess_q_pop(s);
 	}
 }
@@ -278,7 +281,16 @@ static void relay_ehlo(struct session *s, const char *r, size_t n)
 	long len = smtp_ehlo_rewrite(r, n, &o, out, sizeof out, &info);
 
 	if (len < 0) {
-		sess_client_out(s, r, n);
+		/* Never relay what we could not rewrite (it may offer STARTTLS,
+		 * XCLIENT or CHUNKING): the greeting line alone, no extensions. */
+		const char *eol = memchr(r, '\n', n);
+		size_t first = eol ? (size_t)(eol - r) : n;
+		if (first > 0 && r[first - 1] == '\r')
+			first--;
+		sess_client_out(s, "250 ", 4);
+		sess_client_out(s, r + (first > 4 ? 4 : first), first > 4 ? first - 4 : 0);
+		sess_client_out(s, "\r\n", 2);
+		s->up_pipelining = false;
 		return;
 	}
 	s->up_pipelining = info.pipelining;
@@ -397,6 +409,7 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		return;
 	}
 	enum expect ex = (enum expect)p->expect;
+	uint16_t tag = p->len;
 	sess_q_pop(s);
 
 	switch (ex) {
@@ -417,9 +430,18 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		break;
 	case EX_RCPT:
 		sess_client_out(s, r, n);
-		/* max_recipients counts the recipients the MTA took. */
-		if (code >= 300 && s->rcpts > 0)
+		/* max_recipients counts the recipients the MTA took, in this
+		 * transaction only (a pipelined RSET may have begun another). */
+		if (code >= 300 && tag == s->txn_seq && s->rcpts > 0)
 			s->rcpts--;
+		break;
+	case EX_MAIL:
+		sess_client_out(s, r, n);
+		/* The MTA refused the MAIL that opened our transaction: none is open. */
+		if (code >= 300 && tag == s->txn_seq && s->txn == TXN_OPEN)
+			s->txn = TXN_NONE;
+		break;
+	case EX_SILENT:
 		break;
 	case EX_DOT:
 		sess_client_out(s, r, n);

@@ -396,8 +396,9 @@ class RecordingMTA:
     SLOW_REPLY_S = 0.3
 
     def __init__(self, mode="normal", banner=None, ehlo=None, dot_reply=None,
-                 expect_proxy=False, auth=False):
+                 expect_proxy=False, auth=False, refuse_mail=None):
         self.mode = mode
+        self.refuse_mail = refuse_mail   # bytes: a MAIL line holding it gets 550
         self.auth = auth     # offer AUTH PLAIN LOGIN; the password "good" passes
         self.token = "%08X" % random.getrandbits(32)
         self.banner = banner or ("220 rec-%s.test ESMTP recorder" % self.token)
@@ -521,7 +522,8 @@ class RecordingMTA:
                     return
                 cmdline = line.rstrip(b"\r\n")
                 rec.commands.append(cmdline)
-                verb = cmdline.split(b" ", 1)[0].upper()
+                # blanks as Postfix's tokenizer sees them: SP and HTAB
+                verb = (cmdline.split(None, 1) or [b""])[0].upper()
                 if verb == b"EHLO":
                     lines = self.ehlo + (["AUTH PLAIN LOGIN"] if self.auth else [])
                     for i, l in enumerate(lines):
@@ -529,6 +531,9 @@ class RecordingMTA:
                 elif verb == b"HELO":
                     send("250 " + self.ehlo[0])
                 elif verb == b"MAIL":
+                    if self.refuse_mail and self.refuse_mail in cmdline:
+                        send("550 5.7.1 Sender refused")
+                        continue
                     if mail is not None:
                         send("503 5.5.1 Error: nested MAIL command")
                         continue

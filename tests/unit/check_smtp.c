@@ -262,7 +262,22 @@ static const struct cmd_case cmd_cases[] = {
 	{ "unknown verb", "XCLIENT ADDR=1.2.3.4", SMTP_CMD_OK, SMTP_VERB_UNKNOWN, "ADDR=1.2.3.4", "", NOPARAMS },
 	{ "verb prefix", "HELOX a", SMTP_CMD_OK, SMTP_VERB_UNKNOWN, "a", "", NOPARAMS },
 	{ "verb cut short", "HEL a", SMTP_CMD_OK, SMTP_VERB_UNKNOWN, "a", "", NOPARAMS },
-	{ "empty line", "", SMTP_CMD_OK, SMTP_VERB_UNKNOWN, "", "", NOPARAMS },
+	{ "empty line", "", SMTP_CMD_SYNTAX, SMTP_VERB_UNKNOWN, ANY, ANY, ANY },
+	/* blanks: a tab separates as a space does (MTAs split on both), and a
+	 * line that does not start with a verb is never relayed */
+	{ "MAIL tab", "MAIL\tFROM:<a@b>", SMTP_CMD_OK, SMTP_VERB_MAIL, ANY, "a@b", NOPARAMS },
+	{ "MAIL FROM: tab path", "MAIL FROM:\t<a@b>\tSIZE=5", SMTP_CMD_OK, SMTP_VERB_MAIL, ANY, "a@b", "SIZE=5" },
+	{ "RCPT tab", "RCPT\tTO:<x@y>", SMTP_CMD_OK, SMTP_VERB_RCPT, ANY, "x@y", NOPARAMS },
+	{ "DATA tab", "DATA\t", SMTP_CMD_OK, SMTP_VERB_DATA, "", "", NOPARAMS },
+	{ "RSET tab", "RSET\t", SMTP_CMD_OK, SMTP_VERB_RSET, "", "", NOPARAMS },
+	{ "EHLO tab", "EHLO\tx.example", SMTP_CMD_OK, SMTP_VERB_EHLO, "x.example", "", NOPARAMS },
+	{ "BDAT tab", "BDAT\t10 LAST", SMTP_CMD_OK, SMTP_VERB_BDAT, "10 LAST", "", NOPARAMS },
+	{ "unknown tab", "XCLIENT\tADDR=1.2.3.4", SMTP_CMD_OK, SMTP_VERB_UNKNOWN, "ADDR=1.2.3.4", "", NOPARAMS },
+	{ "leading space", " RCPT TO:<x@y>", SMTP_CMD_SYNTAX, SMTP_VERB_UNKNOWN, ANY, ANY, ANY },
+	{ "leading tab", "\tMAIL FROM:<a@b>", SMTP_CMD_SYNTAX, SMTP_VERB_UNKNOWN, ANY, ANY, ANY },
+	{ "vertical tab after verb", "MAIL\vFROM:<a@b>", SMTP_CMD_SYNTAX, SMTP_VERB_UNKNOWN, ANY, ANY, ANY },
+	{ "control in verb", "MA\x01IL FROM:<a@b>", SMTP_CMD_SYNTAX, SMTP_VERB_UNKNOWN, ANY, ANY, ANY },
+	{ "punctuation after verb", "QUIT.", SMTP_CMD_SYNTAX, SMTP_VERB_UNKNOWN, ANY, ANY, ANY },
 };
 
 static void
