@@ -114,7 +114,7 @@ static void cmd_data(struct session *s, const char *line, size_t len)
 		sess_reply_local(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	if (s->txn == TXN_OPEN && s->rcpts == 0 && s->rcpts_refused > 0) {
+	if (s->rcpts == 0 && s->rcpts_refused > 0) {
 		/* Every recipient was refused here: the MTA must not see DATA. */
 		sess_reply_local(s, "554 5.5.1 Error: no valid recipients");
 		return;

@@ -341,13 +341,14 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 			}
 			return;
 		}
+		/* Kept: relayed once STARTTLS or XCLIENT toward the MTA is done. */
+		free(s->up_banner);
+		s->up_banner = strndup(r, n);
+		if (!s->up_banner) {
+			s->dead = true;
+			return;
+		}
 		if (s->lis->upstream->starttls) {
-			free(s->up_banner);
-			s->up_banner = strndup(r, n);
-			if (!s->up_banner) {
-				s->dead = true;
-				return;
-			}
 			send_ehlo(s, hostname());
 			s->up = UP_EHLO;
 			return;
@@ -365,13 +366,21 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		upstream_start_tls(s);
 		return;
 	case UP_XCLIENT:
-		if (code != 220) {
-			struct log_field f[] = { FN("reply", r, n), FEND };
-			log_event(s->id, "xclient_refused", f);
-			sess_end(s, "421 4.3.2 Service not available");
+		/*
+		 * Postfix answers XCLIENT with a new 220 greeting, which is the
+		 * banner the client gets; others (smtp-sink) say 250, and the
+		 * first banner stands.
+		 */
+		if (code == 220) {
+			upstream_ready(s, r, n);
 			return;
 		}
-		upstream_ready(s, r, n);
+		if (code >= 200 && code < 300) {
+			upstream_ready(s, s->up_banner, strlen(s->up_banner));
+			return;
+		}
+		log_event(s->id, "xclient_refused", (struct log_field[]){ FN("reply", r, n), FEND });
+		sess_end(s, "421 4.3.2 Service not available");
 		return;
 	case UP_TLS_EHLO:
 		if (code != 250) {

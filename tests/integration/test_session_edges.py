@@ -156,3 +156,26 @@ class SessionEdgeTest(GateTestCase):
         got, closed = c.read_until_close(timeout=5)
         self.assertTrue(closed)
         self.assertEqual(rec.messages(), [])
+
+
+class XclientToSinkTest(GateTestCase):
+    """smtp-sink answers XCLIENT with 250, Postfix with a new 220: both work,
+    and the MTA learns the address the PROXY header gave."""
+
+    def test_xclient_250_keeps_first_banner(self):
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port], forward="xclient",
+                             listen=["proxy_protocol on"])
+        c = SMTPClient(gate.port, timeout=10)
+        self.addCleanup(c.close)
+        c.send(b"PROXY TCP4 203.0.113.9 127.0.0.1 4242 25\r\n")
+        r = c.read_reply()
+        self.assertEqual(r.code, 220, r)
+        self.assertIn(b"smtp-sink", r.raw)
+        self.assertEqual(c.cmd("EHLO client.test").code, 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@test.example>").code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        self.assertEqual(c.cmd(MSG.decode() + ".").code, 250)
+        sink.wait_count(1)
+        self.assertEqual(sink.messages()[0].client_addr, "203.0.113.9")
