@@ -159,8 +159,9 @@ class SessionEdgeTest(GateTestCase):
 
 
 class XclientToSinkTest(GateTestCase):
-    """smtp-sink answers XCLIENT with 250, Postfix with a new 220: both work,
-    and the MTA learns the address the PROXY header gave."""
+    """smtp-sink answers XCLIENT with 250, Postfix with a new 220: both work.
+    (smtp-sink takes only NAME and HELO from XCLIENT, so the address itself
+    is checked against Postfix in test_forwarding.)"""
 
     def test_xclient_250_keeps_first_banner(self):
         sink = self.start_sink()
@@ -177,5 +178,4 @@ class XclientToSinkTest(GateTestCase):
         self.assertEqual(c.cmd("RCPT TO:<b@test.example>").code, 250)
         self.assertEqual(c.cmd("DATA").code, 354)
         self.assertEqual(c.cmd(MSG.decode() + ".").code, 250)
-        sink.wait_count(1)
-        self.assertEqual(sink.messages()[0].client_addr, "203.0.113.9")
+        self.assertEqual(sink.wait_count(1), 1)
