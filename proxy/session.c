@@ -86,6 +86,7 @@ void sess_fill_facts(struct session *s, struct policy_facts *f)
 	f->addr = (const struct sockaddr *)&s->peer;
 	f->ip = s->ip;
 	f->port = sess_addr_port((const struct sockaddr *)&s->lis->addr.ss);
+	f->tls = s->tls;
 	f->helo = s->helo;
 	f->user = s->user;
 	f->sender = s->sender;
@@ -107,6 +108,12 @@ void sess_q_pop(struct session *s)
 
 void sess_q_push(struct session *s, enum expect ex, size_t len)
 {
+	if (s->qlen == SESSION_PENDING_MAX) {
+		/* Callers stop reading before the queue fills; this is a bug. */
+		log_event(s->id, "internal_error", (struct log_field[]){ F("what", "pending queue full"), FEND });
+		s->dead = true;
+		return;
+	}
 	struct pending *p = &s->q[(s->qhead + s->qlen) % SESSION_PENDING_MAX];
 	p->expect = (uint8_t)ex;
 	p->len = (uint16_t)len;
