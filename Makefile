@@ -111,6 +111,8 @@ install: all
 	install -m 755 $(BUILD)/smtpgate $(DESTDIR)$(PREFIX)/sbin/smtpgate
 	install -m 644 etc/smtpgate.8 $(DESTDIR)$(PREFIX)/share/man/man8/smtpgate.8
 	install -m 644 etc/smtpgate.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/smtpgate.conf.5
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local/sbin/|$(PREFIX)/sbin/|g' etc/smtpgate.service > $(DESTDIR)/etc/systemd/system/smtpgate.service
 	[ -e $(DESTDIR)/etc/smtpgate/smtpgate.conf ] || \
 		install -m 644 etc/smtpgate.conf $(DESTDIR)/etc/smtpgate/smtpgate.conf
 
