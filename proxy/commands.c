@@ -367,6 +367,10 @@ bool sess_process_commands(struct session *s)
 			break;
 		case SMTP_LINE_OK:
 			client_line(s, buf_head(&s->cin), linelen);
+			/* An AUTH line may hold a password: gone from our buffer
+			 * once it is on its way to the MTA. */
+			if (s->auth && buf_len(&s->cin) >= linelen)
+				explicit_bzero((char *)buf_head(&s->cin), linelen);
 			break;
 		}
 		buf_drop(&s->cin, used);
