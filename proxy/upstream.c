@@ -60,13 +60,22 @@ static void after_tls(struct session *s, const char *banner, size_t len)
 		upstream_ready(s, banner, len);
 }
 
+/* One scratch buffer for every EHLO rewrite: the loop runs one at a time. */
+static char ehlo_out[SMTP_REPLY_MAX + 256];
+
+/* What an EHLO reply of the MTA offers; false when it is no EHLO reply. */
+static bool ehlo_info(const char *r, size_t n, struct smtp_ehlo_info *info)
+{
+	struct smtp_ehlo_opts o = { .max_size = 0 };
+
+	return smtp_ehlo_rewrite(r, n, &o, ehlo_out, sizeof ehlo_out, info) >= 0;
+}
+
 static void upstream_ehlo_reply(struct session *s, const char *r, size_t n, int code)
 {
-	static char out[SMTP_REPLY_MAX + 256];
-	struct smtp_ehlo_opts o = { .max_size = 0 };
 	struct smtp_ehlo_info info;
 
-	if (code != 250 || smtp_ehlo_rewrite(r, n, &o, out, sizeof out, &info) < 0 || !info.starttls) {
+	if (code != 250 || !ehlo_info(r, n, &info) || !info.starttls) {
 		upstream_tls_failed(s, "the MTA does not offer STARTTLS");
 		return;
 	}
@@ -271,14 +280,13 @@ static void upstream_ready(struct session *s, const char *banner, size_t len)
 
 static void relay_ehlo(struct session *s, const char *r, size_t n)
 {
-	static char out[SMTP_REPLY_MAX + 256];
 	struct smtp_ehlo_opts o = {
 		.starttls = s->lis->tls == TLS_MODE_STARTTLS && !s->tls,
 		.hide_auth = s->lis->auth == AUTH_MODE_REQUIRE_TLS && !s->tls,
 		.max_size = s->cfg->max_message_size,
 	};
 	struct smtp_ehlo_info info;
-	long len = smtp_ehlo_rewrite(r, n, &o, out, sizeof out, &info);
+	long len = smtp_ehlo_rewrite(r, n, &o, ehlo_out, sizeof ehlo_out, &info);
 
 	if (len < 0) {
 		/* Never relay what we could not rewrite (it may offer STARTTLS,
@@ -294,7 +302,7 @@ static void relay_ehlo(struct session *s, const char *r, size_t n)
 		return;
 	}
 	s->up_pipelining = info.pipelining;
-	sess_client_out(s, out, (size_t)len);
+	sess_client_out(s, ehlo_out, (size_t)len);
 }
 
 static void log_message(struct session *s, const char *r, size_t n)
@@ -395,10 +403,8 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 			return;
 		}
 		if (s->helo_ehlo) {
-			static char out[SMTP_REPLY_MAX + 256];
-			struct smtp_ehlo_opts o = { .max_size = 0 };
 			struct smtp_ehlo_info info;
-			if (smtp_ehlo_rewrite(r, n, &o, out, sizeof out, &info) >= 0)
+			if (ehlo_info(r, n, &info))
 				s->up_pipelining = info.pipelining;
 		}
 		s->up = UP_READY;

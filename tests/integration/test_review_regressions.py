@@ -8,20 +8,9 @@ import struct
 import time
 
 from harness import GateTestCase, SMTPClient
-from tlsutil import PKI, starttls_wrap
+from tlsutil import shared_pki, starttls_wrap
 
 MSG = b"Subject: r\r\n\r\nbody\r\n"
-_pki = None
-
-
-def setUpModule():
-    global _pki
-    _pki = PKI()
-
-
-def tearDownModule():
-    if _pki is not None:
-        _pki.cleanup()
 
 
 class BlankTest(GateTestCase):
@@ -102,12 +91,12 @@ class TransactionTest(GateTestCase):
         rec = self.start_recorder()
         mport = 0
         gate = self.gate_for(["127.0.0.1:%d" % rec.port],
-                             globals_=[_pki.tls_block(), "max_recipients 2"],
+                             globals_=[shared_pki().tls_block(), "max_recipients 2"],
                              listen=["tls starttls"])
         c = self.greet(gate.port)
         self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
         self.assertEqual(c.cmd("STARTTLS").code, 220)
-        starttls_wrap(c, _pki.client_context(), server_hostname="localhost")
+        starttls_wrap(c, shared_pki().client_context(), server_hostname="localhost")
         # no EHLO, no MAIL: RCPT has no transaction, here or at the MTA
         r = c.cmd("RCPT TO:<b@test.example>")
         self.assertTrue(r.raw.startswith(b"503"), r)

@@ -17,7 +17,7 @@ import unittest
 
 from harness import (GateTestCase, PostfixError, run_binary, run_swaks, is_listening,
                      wait_until)
-from tlsutil import (PKI, TLSPostfix, ehlo_keywords, implicit_client, read_tls_close,
+from tlsutil import (shared_pki, TLSPostfix, ehlo_keywords, implicit_client, read_tls_close,
                      s_client, starttls_wrap)
 
 BODY = b"Subject: tls test\r\n\r\nhello over tls\r\n"
@@ -56,24 +56,11 @@ def _client_hello(ctx):
     return out.read()
 
 
-_pki = None
-
-
-def setUpModule():
-    global _pki
-    _pki = PKI()
-
-
-def tearDownModule():
-    if _pki is not None:
-        _pki.cleanup()
-
-
 class TLSBase(GateTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.pki = _pki
+        cls.pki = shared_pki()
 
     def tls_gate(self, servers, mode, listen=(), globals_=(), tls_extra=(), **kw):
         g = [self.pki.tls_block(extra=tls_extra)] + list(globals_)

@@ -91,6 +91,20 @@ class PKI:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+_shared_pki = None
+
+
+def shared_pki():
+    """One PKI for the whole test run (generating keys costs time); it is
+    removed when the interpreter exits."""
+    global _shared_pki
+    if _shared_pki is None:
+        import atexit
+        _shared_pki = PKI()
+        atexit.register(_shared_pki.cleanup)
+    return _shared_pki
+
+
 # ---------------------------------------------------------------------------
 # TLS on top of the harness's raw SMTP client
 
