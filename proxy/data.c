@@ -9,6 +9,9 @@
  * state machine only runs at CR, LF and at the first byte of a line.
  */
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "data.h"
 
@@ -160,56 +163,84 @@ step(struct data_state *ds, struct emitter *e, char c)
 	}
 }
 
+/* Where the next CR or LF is in p[0..n), n when there is none. */
+static size_t
+next_newline_byte(const char *p, size_t n)
+{
+	size_t k = 0;
+
+#if defined(__SSE2__)
+	/* Both bytes in one pass: a body line is short, and two memchr()
+	 * calls per line cost more in set-up than in scanning. */
+	const __m128i cr = _mm_set1_epi8(CR), lf = _mm_set1_epi8(LF);
+	for (; k + 16 <= n; k += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + k));
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr),
+		    _mm_cmpeq_epi8(v, lf)));
+		if (m != 0)
+			return k + (size_t)__builtin_ctz(m);
+	}
+#endif
+	for (; k < n; k++)
+		if (p[k] == CR || p[k] == LF)
+			return k;
+	return n;
+}
+
+/*
+ * The length of the longest prefix of p[0..n) that the scanner would pass
+ * on unchanged from ST_MID or from ST_LINE_START before a byte other than
+ * '.': ordinary bytes and CRLFs, each CRLF followed by a byte other than
+ * '.'.  It stops before a bare CR or LF, before a CR whose LF is not in
+ * sight yet, and just after a CRLF that a '.' or nothing follows, leaving
+ * each of those to step().  *line_start tells whether it ended on a CRLF.
+ */
+static size_t
+plain_run(const char *p, size_t n, bool *line_start)
+{
+	size_t k = 0;
+
+	*line_start = false;
+	for (;;) {
+		k += next_newline_byte(p + k, n - k);
+		if (k + 1 >= n || p[k] != CR || p[k + 1] != LF)
+			return k;
+		k += 2;
+		*line_start = true;
+		if (k == n || p[k] == '.')
+			return k;
+		if (p[k] != CR && p[k] != LF)
+			*line_start = false;
+	}
+}
+
 enum data_status
 data_feed(struct data_state *ds, const char *in, size_t inlen,
     char *out, size_t outsz, size_t *consumed, size_t *produced)
 {
 	struct emitter e = { .out = out, .len = 0 };
 	size_t i = 0;
-	/* The next LF at or after i (inlen when none), kept across the loop
-	 * so a line full of bare CRs is not searched again for each one. */
-	size_t lfpos = 0;
-	bool lf_known = false;
 	enum data_status status = DATA_MORE;
 
 	/*
-	 * Scan as far as out has room: ordinary bytes copy one for one, so a
-	 * full buffer's worth goes out in one piece, and the byte machine is
-	 * entered only while a worst-case step still fits.  A caller that
-	 * gives DATA_EXPANSION * inlen + DATA_SLACK bytes ("roomy") gets all
-	 * its input taken, as the worst case of the whole call fits.
+	 * Scan as far as out has room: runs of bytes that pass unchanged are
+	 * found in one pass and copied whole, so a full buffer's worth goes
+	 * out in one piece, and the byte machine is entered only while a
+	 * worst-case step still fits.  A caller that gives DATA_EXPANSION *
+	 * inlen + DATA_SLACK bytes ("roomy") gets all its input taken, as the
+	 * worst case of the whole call fits.
 	 */
 	bool roomy = outsz >= DATA_SLACK && (outsz - DATA_SLACK) / DATA_EXPANSION >= inlen;
 
 	while (i < inlen && (roomy || outsz - e.len >= DATA_ROOM_STEP)) {
-		if (ds->st == ST_MID) {
-			if (!lf_known || lfpos < i) {
-				const char *lf = memchr(in + i, LF, inlen - i);
-				lfpos = lf != NULL ? (size_t)(lf - in) : inlen;
-				lf_known = true;
-			}
-			const char *cr = memchr(in + i, CR, lfpos - i);
-			size_t stop = cr != NULL ? (size_t)(cr - in) : lfpos;
-			size_t fit = roomy ? inlen - i : outsz - e.len - DATA_ROOM_STEP;
-			if (stop - i > fit) {
-				/* Out is nearly full: copy what fits, or with no
-				 * spare room let step() take a single byte. */
-				if (fit > 0) {
-					put(&e, in + i, fit);
-					i += fit;
-					continue;
-				}
-			} else {
-				put(&e, in + i, stop - i);
-				i = stop;
-				if (i == inlen)
-					break;
-			}
-			if (i == stop && cr != NULL && i + 1 == lfpos && lfpos < inlen) {
-				/* The common line end, CRLF. */
-				put(&e, "\r\n", 2);
-				ds->st = ST_LINE_START;
-				i += 2;
+		if (ds->st == ST_MID || (ds->st == ST_LINE_START && in[i] != '.')) {
+			size_t room = outsz - e.len, avail = inlen - i;
+			bool line_start;
+			size_t run = plain_run(in + i, avail < room ? avail : room, &line_start);
+			if (run > 0) {
+				put(&e, in + i, run);
+				i += run;
+				ds->st = line_start ? ST_LINE_START : ST_MID;
 				continue;
 			}
 		}

@@ -245,7 +245,15 @@ START_TEST(test_small_out)
 	memset(big, 'x', sizeof(big));
 	data_begin(&ds, BARE_NEWLINE_NORMALIZE);
 	ck_assert(data_feed(&ds, big, sizeof(big), bigout, sizeof(bigout), &consumed, &produced) == DATA_MORE);
-	ck_assert_msg(consumed == sizeof(big) - 5 && produced == consumed, "big: consumed %zu", consumed);
+	ck_assert_msg(consumed == sizeof(big) && produced == consumed, "big: consumed %zu", consumed);
+	/* So does a buffer of CRLF lines into as much room: one write, not a
+	 * full one and a few bytes after it. */
+	for (size_t k = 0; k + 1 < sizeof(big); k += 80)
+		memcpy(big + k, "\r\n", 2);
+	data_begin(&ds, BARE_NEWLINE_NORMALIZE);
+	ck_assert(data_feed(&ds, big + 2, sizeof(big) - 2, bigout, sizeof(bigout) - 2, &consumed, &produced) == DATA_MORE);
+	ck_assert_msg(consumed == sizeof(big) - 2 && produced == consumed &&
+	    memcmp(big + 2, bigout, consumed) == 0, "lines: consumed %zu", consumed);
 }
 END_TEST
 
@@ -337,6 +345,117 @@ START_TEST(test_random_equivalence)
 }
 END_TEST
 
+/* ---- against a reference model, on bodies of long lines ---------------- */
+
+#define MODEL_ROUNDS 2000
+#define MODEL_PIECES_MAX 60
+#define MODEL_RUN_MAX 60
+
+/*
+ * SPEC §3.6 written the plain way, with the whole input in view: what the
+ * MTA must receive for in[0..len), and where the message ends.  It shares
+ * no code with data.c, so the fast paths there are checked against it.
+ */
+static bool
+model(bool norm, const char *in, size_t len, char *out, size_t *outlen, size_t *consumed)
+{
+	size_t k = 0, o = 0;
+	bool real_start = true, bare_start = false;
+
+	while (k < len) {
+		char c = in[k];
+		if (real_start && c == '.') {
+			if (k + 2 < len && in[k + 1] == '\r' && in[k + 2] == '\n') {
+				memcpy(out + o, ".\r\n", 3);
+				*outlen = o + 3;
+				*consumed = k + 3;
+				return true;
+			}
+			bool bare_next = k + 1 < len && (in[k + 1] == '\n' ||
+			    (in[k + 1] == '\r' && (k + 2 >= len || in[k + 2] != '\n')));
+			/* A dot line that a bare newline ends would end the message
+			 * at the MTA once normalized: stuff it. */
+			if (norm && bare_next)
+				out[o++] = '.';
+			out[o++] = '.';
+			k++;
+			real_start = false;
+			continue;
+		}
+		if (bare_start && c == '.') {
+			out[o++] = '.';
+			out[o++] = '.';
+			k++;
+			bare_start = false;
+			continue;
+		}
+		real_start = bare_start = false;
+		if (c == '\r' && k + 1 < len && in[k + 1] == '\n') {
+			out[o++] = '\r';
+			out[o++] = '\n';
+			k += 2;
+			real_start = true;
+		} else if ((c == '\r' || c == '\n') && norm) {
+			out[o++] = '\r';
+			out[o++] = '\n';
+			k++;
+			bare_start = true;
+		} else {
+			out[o++] = c;
+			k++;
+		}
+	}
+	*outlen = o;
+	*consumed = k;
+	return false;
+}
+
+START_TEST(test_model_long_lines)
+{
+	static const char *const pieces[] = { ".", "\r", "\n", "\r\n", "\r\n.", "\r\n..", "\r\r\n" };
+	uint32_t seed = PRNG_SEED ^ (uint32_t)(0x9e3779b9u * (unsigned)(_i + 1));
+	static char in[BODY_MAX], want[OUT_MAX];
+	static size_t cuts[BODY_MAX];
+	static struct fed got;
+
+	for (int round = 0; round < MODEL_ROUNDS; round++) {
+		size_t len = 0;
+		size_t npieces = prng(&seed) % MODEL_PIECES_MAX;
+		for (size_t p = 0; p < npieces; p++) {
+			/* ordinary runs long enough for a vector scan, then one
+			 * newline-ish piece */
+			size_t run = prng(&seed) % MODEL_RUN_MAX;
+			for (size_t k = 0; k < run; k++)
+				in[len++] = (char)('A' + prng(&seed) % 26);
+			const char *pc = pieces[prng(&seed) % NELEM(pieces)];
+			memcpy(in + len, pc, strlen(pc));
+			len += strlen(pc);
+		}
+		memcpy(in + len, "\r\n.\r\nQUIT\r\n", 13);
+		len += 13;
+		enum bare_newline mode = modes[round % NELEM(modes)];
+		size_t wantlen, wantcons;
+		bool ended = model(mode != BARE_NEWLINE_ALLOW, in, len, want, &wantlen, &wantcons);
+		ck_assert(ended);
+
+		for (int how = 0; how < 3; how++) {
+			size_t ncuts = 0;
+			for (size_t k = 1; k < len && how == 1; k++)
+				if (prng(&seed) % 53 == 0)
+					cuts[ncuts++] = k;
+			feed_outcap = how == 2 ? 6 + prng(&seed) % 200 : 0;
+			feed(mode, in, len, cuts, ncuts, &got);
+			feed_outcap = 0;
+			EXPECT(got.end && got.consumed == wantcons && got.outlen == wantlen &&
+			    memcmp(got.out, want, wantlen) == 0 && got.bytes == wantcons - 3,
+			    "round %d %s how %d: end %d consumed %zu/%zu out %zu/%zu",
+			    round, mode_names[round % NELEM(modes)], how, got.end, got.consumed,
+			    wantcons, got.outlen, wantlen);
+		}
+	}
+}
+END_TEST
+
 Suite *
 data_suite(void)
 {
@@ -353,6 +472,7 @@ data_suite(void)
 	tcase_add_test(tc, test_bytes_count);
 	tcase_add_test(tc, test_small_out);
 	tcase_add_loop_test(tc, test_random_equivalence, 0, 4);
+	tcase_add_loop_test(tc, test_model_long_lines, 0, 4);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	return s;
