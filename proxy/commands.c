@@ -360,10 +360,17 @@ bool sess_process_commands(struct session *s)
 			}
 			return progress;
 		case SMTP_LINE_TOO_LONG:
-			sess_reply_local(s, "500 5.5.2 Line too long");
-			break;
 		case SMTP_LINE_BAD:
-			sess_reply_local(s, "500 5.5.2 Syntax error: NUL, bare CR or bare LF in command");
+			if (s->state == ST_AUTH) {
+				/* The MTA waits for an answer to its 334: cancel
+				 * the exchange (RFC 4954 "*") and let its reply
+				 * answer this line, so both stay in step. */
+				client_line(s, "*", 1);
+			} else if (st == SMTP_LINE_TOO_LONG) {
+				sess_reply_local(s, "500 5.5.2 Line too long");
+			} else {
+				sess_reply_local(s, "500 5.5.2 Syntax error: NUL, bare CR or bare LF in command");
+			}
 			break;
 		case SMTP_LINE_OK:
 			client_line(s, buf_head(&s->cin), linelen);

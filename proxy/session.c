@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -478,6 +479,8 @@ static bool client_tls_step(struct session *s)
 	if (s->up == UP_READY) {
 		sess_upstream_out(s, "RSET\r\n", 6);
 		sess_q_push(s, EX_SILENT, 0);
+		if (s->q_upstream == 1)
+			sess_upstream_timer_again(s, s->cfg->timeout_command_ms);
 	}
 	s->barrier = false;
 	sess_set_state(s, ST_COMMAND);
@@ -550,7 +553,8 @@ void sess_pump(struct session *s)
 		progress |= process_client(s);
 		progress |= flush_client(s);
 		progress |= flush_upstream(s);
-		if (s->starttls_pending && s->qlen == 0 && buf_len(&s->cout) == 0 && !s->dead) {
+		if (s->starttls_pending && s->qlen == 0 && buf_len(&s->cout) == 0 && !s->dead &&
+		    s->state != ST_CLOSING) {
 			client_tls_begin(s);
 			progress = true;
 		}
@@ -558,11 +562,13 @@ void sess_pump(struct session *s)
 	}
 	/*
 	 * A client that sent its last byte is done once nothing it asked for
-	 * is outstanding.  A message it left unfinished dies with the upstream
-	 * connection, never with a final dot.
+	 * is outstanding and nothing it sent still waits for the MTA to take
+	 * it (a body held back by a slow MTA may still hold the final dot).
+	 * A message it left unfinished dies with the upstream connection,
+	 * never with a final dot.
 	 */
 	if (s->client_eof && !progress && s->qlen == 0 && buf_len(&s->cout) == 0 &&
-	    (s->up == UP_READY || s->up == UP_NONE))
+	    buf_len(&s->uout) == 0 && (s->up == UP_READY || s->up == UP_NONE))
 		s->dead = true;
 	if (s->dead || (s->state == ST_CLOSING && buf_len(&s->cout) == 0)) {
 		session_free(s);
@@ -576,8 +582,48 @@ void sess_pump(struct session *s)
 		ev_feed_event(s->loop, &s->cwr, EV_WRITE);
 }
 
+/*
+ * A PROXY header is peeked at and then taken up to its last byte, never
+ * past it: behind it may come a TLS ClientHello, which is OpenSSL's to read
+ * from the socket.  Bytes of a header still incomplete are taken (they can
+ * only be header), so level-triggered readiness does not spin.
+ */
+static void proxy_header_read(struct session *s)
+{
+	long room = buf_prepare(&s->cin);
+	if (room < 0 || buf_len(&s->cin) >= PROXYPROTO_V2_MAX) {
+		s->dead = true;
+		return;
+	}
+	size_t cap = PROXYPROTO_V2_MAX - buf_len(&s->cin);
+	if ((size_t)room < cap)
+		cap = (size_t)room;
+	ssize_t n = recv(s->cfd, buf_tail(&s->cin), cap, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		s->client_eof = true;
+		return;
+	}
+	struct proxyproto_result r;
+	size_t used, held = buf_len(&s->cin);
+	size_t take = (size_t)n;
+	if (proxyproto_parse(buf_head(&s->cin), held + (size_t)n, &r, &used) == PROXYPROTO_OK)
+		take = used - held;
+	ssize_t got = recv(s->cfd, buf_tail(&s->cin), take, 0);
+	if (got != (ssize_t)take) {
+		s->dead = true;
+		return;
+	}
+	buf_commit(&s->cin, take);
+}
+
 static void client_read(struct session *s)
 {
+	if (s->state == ST_PROXYHDR) {
+		proxy_header_read(s);
+		return;
+	}
 	if (!read_into(s->cfd, s->cssl, &s->cin, &s->c_rwant)) {
 		/*
 		 * The client has stopped sending (it may still read: a script that

@@ -391,12 +391,17 @@ class RecordingMTA:
           "no_banner"    - accepts and never says anything
           "drop_in_data" - after 354, reads some body bytes and closes
           "stall_dot"    - receives the whole message, never answers the dot
+          "pause_body"   - after 354, reads nothing for PAUSE_BODY_S (with
+                           rcvbuf set, the body backs up into smtpgate)
+          "ignore_rset"  - never answers RSET (and reads on)
     """
+
+    PAUSE_BODY_S = 2.0
 
     SLOW_REPLY_S = 0.3
 
     def __init__(self, mode="normal", banner=None, ehlo=None, dot_reply=None,
-                 expect_proxy=False, auth=False, refuse_mail=None):
+                 expect_proxy=False, auth=False, refuse_mail=None, rcvbuf=None):
         self.mode = mode
         self.refuse_mail = refuse_mail   # bytes: a MAIL line holding it gets 550
         self.auth = auth     # offer AUTH PLAIN LOGIN; the password "good" passes
@@ -411,6 +416,9 @@ class RecordingMTA:
         self.stopping = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            # set before listen(): accepted sockets inherit it, autotuning off
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.lsock.bind(("127.0.0.1", 0))
         self.port = self.lsock.getsockname()[1]
         self.threads = []
@@ -559,6 +567,8 @@ class RecordingMTA:
                         rec.partial_data = buf[0]
                         rec.closed_mid_data = True
                         return
+                    if self.mode == "pause_body":
+                        time.sleep(self.PAUSE_BODY_S)
                     data = bytearray(b"\r\n" + buf[0])   # bytearray: O(1) appends
                     buf[0] = b""
                     pos = 0
@@ -586,7 +596,8 @@ class RecordingMTA:
                     send(self.dot_reply)
                 elif verb == b"RSET":
                     mail, rcpts = None, []
-                    send("250 2.0.0 Ok")
+                    if self.mode != "ignore_rset":
+                        send("250 2.0.0 Ok")
                 elif verb == b"NOOP":
                     send("250 2.0.0 Ok")
                 elif verb == b"QUIT":
@@ -630,8 +641,10 @@ class RecordingMTA:
                 ok = len(parts) == 3 and parts[2] == b"good"
             elif mech == b"LOGIN":
                 user = words[2] if len(words) > 2 else answer("VXNlcm5hbWU6")
+                if user == b"*":
+                    return "501 5.7.0 Authentication aborted"
                 pw = answer("UGFzc3dvcmQ6")
-                if b"*" in (user, pw):
+                if pw == b"*":
                     return "501 5.7.0 Authentication aborted"
                 ok = base64.b64decode(pw) == b"good"
             else:

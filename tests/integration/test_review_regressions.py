@@ -1,7 +1,10 @@
 """Regression tests for bugs found in review: blanks in command lines, the
 pregreet timer behind a PROXY header, transactions the MTA refused, STARTTLS
 in the middle of a transaction, pipelined RSET and max_recipients, and a
-half-closed client during the reconnect after a refused body."""
+half-closed client during the reconnect after a refused body; then, from a
+second review: a half-closed client behind a slow MTA, a PROXY header and a
+ClientHello in one segment, the RSET after STARTTLS, and bad lines inside an
+AUTH exchange."""
 
 import socket
 import struct
@@ -148,3 +151,101 @@ class TimingTest(GateTestCase):
         self.assertIn(b"552 5.3.4", buf)
         tail = buf[buf.index(b"552 5.3.4"):]
         self.assertRegex(tail, rb"552 [^\n]*\n250 [^\n]*\n250 [^\n]*\n221 ")
+
+
+class SecondReviewTest(GateTestCase):
+
+    def test_half_close_behind_slow_mta_keeps_the_message(self):
+        """The client sends body, dot and QUIT, then half-closes while the
+        MTA is not reading: the body still held in smtpgate must reach the
+        MTA with its dot, and the client must get both replies."""
+        rec = self.start_recorder(mode="pause_body", rcvbuf=4096)
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        line = b"x" * 998 + b"\r\n"
+        # Where the end of file lands against the held body depends on the
+        # kernel's buffer sizes: a few sizes around what they hold.
+        for attempt, lines in enumerate((1000, 2000, 3000, 3900, 5000)):
+            body = line * lines
+            c = self.greet(gate.port, timeout=30.0)
+            c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+            self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+            c.send(body + b".\r\nQUIT\r\n")
+            c.sock.shutdown(socket.SHUT_WR)
+            r = c.read_replies(2, timeout=30.0)
+            self.assertEqual([x.code for x in r], [250, 221], r)
+            msgs = rec.wait_messages(attempt + 1)
+            self.assertEqual(len(msgs), attempt + 1)
+            self.assertEqual(msgs[-1].raw, body)
+            c.close()
+
+    def test_proxy_header_and_client_hello_in_one_segment(self):
+        """A load balancer may send its PROXY header and the client's first
+        bytes together: on an implicit TLS listener those are a ClientHello."""
+        import ssl
+        pki = shared_pki()
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port], globals_=[pki.tls_block()],
+                             listen=["tls implicit", "proxy_protocol on"])
+        ctx = pki.client_context()
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+        raw = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+        self.addCleanup(raw.close)
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        raw.sendall(b"PROXY TCP4 192.0.2.7 192.0.2.1 4321 465\r\n" + out.read())
+        deadline = time.monotonic() + 10
+        banner, shaken = b"", False
+        while b"\r\n" not in banner and time.monotonic() < deadline:
+            d = raw.recv(65536)
+            self.assertTrue(d, "closed during the handshake")
+            inc.write(d)
+            try:
+                if not shaken:
+                    obj.do_handshake()
+                    shaken = True
+                banner += obj.read(4096)
+            except ssl.SSLWantReadError:
+                pass
+            pending = out.read()
+            if pending:
+                raw.sendall(pending)
+        self.assertTrue(banner.startswith(b"220"), banner)
+        gate.wait_event("connect", pred=lambda e: e.get("ip") == "192.0.2.7")
+
+    def test_rset_after_starttls_is_timed(self):
+        """An MTA that never answers the RSET smtpgate sends after STARTTLS
+        must not keep an idle session open for ever."""
+        from tlsutil import starttls_wrap
+        pki = shared_pki()
+        rec = self.start_recorder(mode="ignore_rset")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port],
+                             globals_=[pki.tls_block(), "timeout command 1s"],
+                             listen=["tls starttls"])
+        c = self.greet(gate.port)
+        self.assertEqual(c.cmd("STARTTLS").code, 220)
+        starttls_wrap(c, pki.client_context())
+        t0 = time.monotonic()
+        data, closed = c.read_until_close(timeout=8.0)
+        self.assertTrue(closed, "session still open after %.1f s: %r" % (time.monotonic() - t0, data))
+        self.assertIn(b"421 4.4.2", data)
+
+    def test_bad_line_inside_auth_cancels_the_exchange(self):
+        """A NUL or an overlong line as the answer to a 334 must not leave
+        the MTA waiting for that answer: the exchange is cancelled with "*"
+        and every later command gets its own reply."""
+        rec = self.start_recorder(auth=True)
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        for bad in (b"dXNlcg\x00==\r\n", b"A" * 5000 + b"\r\n"):
+            c = self.greet(gate.port)
+            self.assertEqual(c.cmd("AUTH LOGIN").code, 334)
+            c.send(bad)
+            r = c.read_reply()
+            # the MTA's own answer to "*"
+            self.assertTrue(r.raw.startswith(b"501 5.7.0 Authentication aborted"), r)
+            self.assertEqual(c.cmd("NOOP").code, 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+            self.assertIn(b"NOOP", rec.all_commands())
+            c.close()
