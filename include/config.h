@@ -59,6 +59,8 @@ struct config_upstream {
 	struct ssl_ctx_st *tls_ctx;         /* when starttls: built at load */
 };
 
+#define CONFIG_WHERE_MAX 256             /* "FILE:LINE", longer paths cut */
+
 struct config_listen {
 	struct config_addr addr;
 	const struct config_upstream *upstream;  /* points into config.upstreams */
@@ -68,6 +70,7 @@ struct config_listen {
 	char *banner;                       /* NULL = relay the upstream's */
 	enum auth_mode auth;                /* default as the MTA says */
 	int line;                           /* where it was declared, for messages */
+	char where[CONFIG_WHERE_MAX];       /* "FILE:LINE" of the declaration */
 };
 
 struct config {

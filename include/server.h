@@ -9,6 +9,7 @@
 
 #define SERVER_ACCEPTS_PER_EVENT 64   /* fairness between listeners and sessions */
 #define SERVER_LISTEN_BACKLOG 4096
+#define SERVER_ACCEPT_PAUSE_S 0.5     /* listeners rest this long when out of fds */
 #define SERVER_FINAL_FLUSH_S 2.0      /* after the grace: time for the last 421s */
 
 /* Bind, drop privileges, run until SIGTERM/SIGINT; returns the exit code.

@@ -8,10 +8,13 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -782,6 +785,7 @@ global_listen(struct loader *L, const struct conf_stmt *st, void *ctx)
 	ln.tls = TLS_MODE_NONE;
 	ln.auth = AUTH_MODE_AS_MTA;
 	ln.line = st->line;
+	snprintf(ln.where, sizeof ln.where, "%s:%d", st->file, st->line);
 	pend.file = st->file;
 	if (get_addr(L, st, 1, &ln.addr) == -1)
 		keep = false;
@@ -822,7 +826,16 @@ static int
 global_user(struct loader *L, const struct conf_stmt *st, void *ctx)
 {
 	(void)ctx;
-	return get_string(L, st, 1, &L->cfg->user);
+	if (get_string(L, st, 1, &L->cfg->user) < 0)
+		return -1;
+	/* Known now, not after the listeners are bound: -t must catch it. */
+	errno = 0;
+	if (getpwnam(L->cfg->user) == NULL) {
+		err(L, st, "user: no such user %s%s%s", L->cfg->user,
+		    errno ? ": " : "", errno ? strerror(errno) : "");
+		return -1;
+	}
+	return 0;
 }
 
 static int

@@ -41,6 +41,25 @@ static ev_timer grace_timer, drain_check;
 static ev_prepare log_prepare;
 static bool draining;
 
+static ev_timer accept_pause;
+
+static void listeners_watch(struct ev_loop *l, bool on)
+{
+	for (struct listener *ls = listeners; ls; ls = ls->next) {
+		if (on)
+			ev_io_start(l, &ls->io);
+		else
+			ev_io_stop(l, &ls->io);
+	}
+}
+
+static void on_accept_pause(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)w; (void)revents;
+	if (!draining)
+		listeners_watch(l, true);
+}
+
 static void on_accept(struct ev_loop *l, ev_io *w, int revents)
 {
 	struct listener *ls = (struct listener *)w;
@@ -51,8 +70,16 @@ static void on_accept(struct ev_loop *l, ev_io *w, int revents)
 		socklen_t len = sizeof peer;
 		int fd = accept4(ls->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_msg("accept_error", "%s: %s", ls->addr.text, strerror(errno));
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* Out of descriptors or memory: the connection stays
+				 * in the backlog and readiness would fire at once
+				 * again, so the listeners rest, with one log line. */
+				log_msg("accept_error", "%s: %s; not accepting for %gs", ls->addr.text,
+				    strerror(errno), SERVER_ACCEPT_PAUSE_S);
+				listeners_watch(l, false);
+				ev_timer_set(&accept_pause, SERVER_ACCEPT_PAUSE_S, 0.0);
+				ev_timer_start(l, &accept_pause);
+			}
 			return;
 		}
 		session_start(l, fd, (struct sockaddr *)&peer, len, current, ls->lis);
@@ -92,42 +119,57 @@ static bool same_addr(const struct config_addr *a, const struct config_addr *b)
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
-/* Make the open listeners match cfg: keep, open or close.  -1 if a new one fails. */
+static struct listener *find_listener(const struct config_addr *a)
+{
+	for (struct listener *ls = listeners; ls; ls = ls->next)
+		if (same_addr(&ls->addr, a))
+			return ls;
+	return NULL;
+}
+
+/*
+ * Make the open listeners match cfg: keep, open or close.  All or nothing:
+ * the new addresses are bound first, and if one fails (each failure logged
+ * as FILE:LINE) nothing changes and -1 is returned.
+ */
 static int listeners_sync(struct config *cfg)
 {
-	struct listener **pp, *ls;
+	struct listener **pp, *ls, *fresh = NULL;
 	int rc = 0;
+
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		const struct config_listen *cl = &cfg->listens[i];
+		if (find_listener(&cl->addr))
+			continue;
+		int fd = listener_open(&cl->addr);
+		if (fd < 0 || !(ls = calloc(1, sizeof *ls))) {
+			log_msg("listen_error", "%s: listen %s: %s", cl->where, cl->addr.text,
+			    fd < 0 ? strerror(errno) : "out of memory");
+			if (fd >= 0)
+				close(fd);
+			rc = -1;
+			continue;
+		}
+		ls->fd = fd;
+		ls->addr = cl->addr;
+		ls->lis = cl;
+		ls->next = fresh;
+		fresh = ls;
+	}
+	if (rc < 0) {
+		while ((ls = fresh)) {
+			fresh = ls->next;
+			close(ls->fd);
+			free(ls);
+		}
+		return -1;
+	}
 
 	for (ls = listeners; ls; ls = ls->next)
 		ls->lis = NULL;
-	for (size_t i = 0; i < cfg->nlistens; i++) {
-		const struct config_listen *cl = &cfg->listens[i];
-		for (ls = listeners; ls; ls = ls->next)
-			if (same_addr(&ls->addr, &cl->addr))
-				break;
-		if (!ls) {
-			int fd = listener_open(&cl->addr);
-			if (fd < 0) {
-				log_msg("listen_error", "%s: %s", cl->addr.text, strerror(errno));
-				rc = -1;
-				continue;
-			}
-			ls = calloc(1, sizeof *ls);
-			if (!ls) {
-				close(fd);
-				rc = -1;
-				continue;
-			}
-			ls->fd = fd;
-			ls->addr = cl->addr;
-			ev_io_init(&ls->io, on_accept, fd, EV_READ);
-			ev_io_start(loop, &ls->io);
-			ls->next = listeners;
-			listeners = ls;
-			log_msg("listen", "%s", cl->addr.text);
-		}
-		ls->lis = cl;
-	}
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		if ((ls = find_listener(&cfg->listens[i].addr)))
+			ls->lis = &cfg->listens[i];
 	for (pp = &listeners; (ls = *pp);) {
 		if (ls->lis) {
 			pp = &ls->next;
@@ -138,7 +180,16 @@ static int listeners_sync(struct config *cfg)
 		*pp = ls->next;
 		free(ls);
 	}
-	return rc;
+	while ((ls = fresh)) {
+		fresh = ls->next;
+		ev_io_init(&ls->io, on_accept, ls->fd, EV_READ);
+		if (!ev_is_active(&accept_pause))
+			ev_io_start(loop, &ls->io);
+		ls->next = listeners;
+		listeners = ls;
+		log_msg("listen", "%s", ls->addr.text);
+	}
+	return 0;
 }
 
 static void listeners_close(void)
@@ -196,10 +247,14 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 		return;
 	}
 	free(errs);
+	if (listeners_sync(cfg) < 0) {
+		config_unref(cfg);
+		log_msg("reload", "failed; keeping the running configuration");
+		metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "failed", NULL);
+		return;
+	}
 	struct config *old = current;
 	current = cfg;
-	if (listeners_sync(cfg) < 0)
-		log_msg("reload", "some listeners could not be opened");
 	metrics_sync(cfg, old);
 	if (cfg->log_target != old->log_target || cfg->log_format != old->log_format ||
 	    (cfg->log_file && (!old->log_file || strcmp(cfg->log_file, old->log_file))))
@@ -297,6 +352,7 @@ int server_run(struct config *cfg)
 
 	current = cfg;
 	loop = ev_default_loop(EVFLAG_AUTO);
+	ev_timer_init(&accept_pause, on_accept_pause, SERVER_ACCEPT_PAUSE_S, 0.0);
 	if (!loop || apply_log(cfg) < 0) {
 		config_unref(cfg);
 		return 1;

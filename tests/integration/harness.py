@@ -761,6 +761,7 @@ class Gate:
         self.proc = None
         self.returncode = None
         self.stop_seconds = None    # how long the final SIGTERM took
+        self.nofile = None          # RLIMIT_NOFILE for the process, when set
 
     @staticmethod
     def env():
@@ -775,9 +776,14 @@ class Gate:
             raise GateError("smtpgate binary not found: %s" % BINARY)
         self.logf = open(self.logpath, "wb")
         self.outf = open(self.outpath, "wb")
+        preexec = None
+        if self.nofile:
+            import resource
+            n = self.nofile
+            preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self.proc = subprocess.Popen([BINARY, "-c", self.conf], stdout=self.outf,
                                      stderr=self.logf, stdin=subprocess.DEVNULL,
-                                     env=self.env())
+                                     env=self.env(), preexec_fn=preexec)
         _track(self.proc)
         ok = wait_until(lambda: self.proc.poll() is not None or is_listening(self.port), timeout)
         if self.proc.poll() is not None or not ok:

@@ -493,7 +493,7 @@ check_full(const struct config *cfg)
 {
 	const struct config_upstream *a, *b;
 
-	ck_assert_str_eq(cfg->user, "smtp gate");
+	ck_assert_str_eq(cfg->user, "nobody");
 	ck_assert_int_eq(cfg->log_target, LOG_TARGET_FILE);
 	ck_assert_str_eq(cfg->log_file, "/var/log/smtpgate.log");
 	ck_assert_int_eq(cfg->log_format, LOG_FORMAT_JSON);
@@ -577,7 +577,7 @@ static const struct good_case {
 	{ "minimal, defaults", MINIMAL, check_defaults },
 	{ "every directive",
 	  "# all of them, listens before the upstreams they name\n"
-	  "user \"smtp gate\"\n"
+	  "user \"nobody\"\n"
 	  "log /var/log/smtpgate.log json\n"
 	  "metrics 127.0.0.1:9325\n"
 	  "max_sessions 10\n"
@@ -717,8 +717,10 @@ static const struct bad_case {
 	  "log: expected text or json, got \"xml\"", 1 },
 	{ "metrics address", "metrics 9325\n" MINIMAL, 1,
 	  "metrics: expected an address such as 127.0.0.1:25", 1 },
-	{ "directive twice", "user a\nuser b\n" MINIMAL, 2,
+	{ "directive twice", "user nobody\nuser b\n" MINIMAL, 2,
 	  "user: already given on line 1", 1 },
+	{ "unknown user", "user nosuchuser-sg\n" MINIMAL, 1,
+	  "user: no such user nosuchuser-sg", 1 },
 	{ "tls twice", "tls { certificate " UNIT_CERT "; key " UNIT_KEY " }\n"
 	  "tls { certificate a; key b }\n" MINIMAL, 2, "tls: already given on line 1", 1 },
 	{ "tls certificate missing", MINIMAL "tls { certificate /nonexistent/c.pem; key " UNIT_KEY " }\n",
@@ -775,7 +777,7 @@ static const struct bad_case {
 	  "banner: must not hold control characters", 1 },
 	{ "empty banner", MINIMAL "listen *:1 { banner \"\" }\n", 3,
 	  "banner: must not be empty", 1 },
-	{ "no listen", "user x\n\n", 2, "no listen directive: nothing to do", 1 },
+	{ "no listen", "user nobody\n\n", 2, "no listen directive: nothing to do", 1 },
 	{ "empty file", "", 1, "no listen directive: nothing to do", 1 },
 	{ "unterminated string", MINIMAL "user \"x\n", 3,
 	  "unterminated string", 1 },
