@@ -322,17 +322,24 @@ static void log_message(struct session *s, const char *r, size_t n)
 	log_event(s->id, "message", f);
 }
 
-/* A reply nobody asked for: the MTA is going away (421) or confused. */
+/*
+ * A reply nobody asked for: the MTA is going away (421, relayed) or out of
+ * step with us.  Either way the session cannot go on: every later reply
+ * would answer the wrong command (a 250 to a NOOP taken for the 250 to a
+ * final dot the MTA refused), and a body still streaming must not get its
+ * dot, so the MTA is cut off at once.
+ */
 static void unsolicited_reply(struct session *s, const char *r, size_t n, int code)
 {
 	struct log_field f[] = { FN("reply", r, n > 200 ? 200 : n), FEND };
 	log_event(s->id, "upstream_unsolicited", f);
-	if (code == 421) {
-		sess_flush_local(s);
+	sess_flush_local(s);
+	if (code == 421)
 		sess_client_out(s, r, n);
-		sess_upstream_close(s);
-		sess_end(s, NULL);
-	}
+	else
+		sess_upstream_error(s);
+	sess_upstream_close(s);
+	sess_end(s, code == 421 ? NULL : "421 4.4.2 Upstream protocol error");
 }
 
 static void upstream_reply(struct session *s, const char *r, size_t n, int code)

@@ -394,6 +394,8 @@ class RecordingMTA:
           "pause_body"   - after 354, reads nothing for PAUSE_BODY_S (with
                            rcvbuf set, the body backs up into smtpgate)
           "ignore_rset"  - never answers RSET (and reads on)
+          "early_reply"  - answers 552 in the middle of the body, and not
+                           the final dot (out of step, as a broken MTA is)
     """
 
     PAUSE_BODY_S = 2.0
@@ -569,6 +571,13 @@ class RecordingMTA:
                         return
                     if self.mode == "pause_body":
                         time.sleep(self.PAUSE_BODY_S)
+                    if self.mode == "early_reply":
+                        while not buf[0]:
+                            d = recv()
+                            if not d:
+                                break
+                            buf[0] += d
+                        send("552 5.3.4 Message too big (early)")
                     data = bytearray(b"\r\n" + buf[0])   # bytearray: O(1) appends
                     buf[0] = b""
                     pos = 0
@@ -593,7 +602,8 @@ class RecordingMTA:
                         while recv():
                             pass
                         return
-                    send(self.dot_reply)
+                    if self.mode != "early_reply":
+                        send(self.dot_reply)
                 elif verb == b"RSET":
                     mail, rcpts = None, []
                     if self.mode != "ignore_rset":

@@ -249,3 +249,25 @@ class SecondReviewTest(GateTestCase):
             self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
             self.assertIn(b"NOOP", rec.all_commands())
             c.close()
+
+
+class OutOfStepMTATest(GateTestCase):
+
+    def test_reply_in_the_middle_of_the_body_ends_the_session(self):
+        """An MTA that answers before the final dot (and then not the dot)
+        is out of step: relaying on would answer the dot with the reply to
+        a later command.  The client gets 421 and no 250 for the message."""
+        rec = self.start_recorder(mode="early_reply")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        c = self.greet(gate.port)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+        c.send(b"Subject: s\r\n\r\n")
+        time.sleep(0.3)
+        c.send(b"body\r\n.\r\nNOOP\r\n")
+        data, closed = c.read_until_close(timeout=8.0)
+        self.assertTrue(closed, data)
+        self.assertTrue(data.startswith(b"421 4.4.2"), data)
+        self.assertNotIn(b"250", data)
+        gate.wait_event("close")
+        self.assertFalse(gate.events("message"), gate.log_text())
