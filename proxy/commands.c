@@ -36,6 +36,7 @@ static void forward(struct session *s, const char *line, size_t len, enum expect
 static void cmd_helo(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
 {
 	set_str(&s->helo, c->arg, c->arglen, SESSION_HELO_MAX);
+	s->need_helo = false;
 	s->helo_ehlo = c->verb == SMTP_VERB_EHLO;
 	sess_txn_reset(s);
 
@@ -56,6 +57,10 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 	size_t vallen;
 	uint64_t size = 0;
 
+	if (s->need_helo) {
+		sess_reply_local(s, SESS_REPLY_NEED_HELO);
+		return;
+	}
 	if (s->txn == TXN_OPEN) {
 		/* The MTA says "nested MAIL"; its refusal closes nothing of ours. */
 		forward(s, line, len, EX_GENERIC);
@@ -127,6 +132,10 @@ static void cmd_auth(struct session *s, const char *line, size_t len, const stru
 {
 	if (s->lis->auth == AUTH_MODE_REQUIRE_TLS && !s->tls) {
 		sess_reply_local(s, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
+	if (s->need_helo) {
+		sess_reply_local(s, SESS_REPLY_NEED_HELO);
 		return;
 	}
 	if (s->user) {

@@ -475,6 +475,9 @@ static bool client_tls_step(struct session *s)
 	 * The MTA saw none of this, so it is told to forget too. */
 	free(s->helo);
 	s->helo = NULL;
+	/* The MTA still has the plaintext EHLO name (which anyone on the path
+	 * could have written): it hears a new one before any MAIL or AUTH. */
+	s->need_helo = true;
 	sess_txn_reset(s);
 	if (s->up == UP_READY) {
 		sess_upstream_out(s, "RSET\r\n", 6);

@@ -36,6 +36,7 @@
 #define PUMP_ROUNDS_MAX 64               /* bound on one pump; watchers resume the rest */
 #define SESSION_ID_LEN 16
 #define REPLY_LINE_MAX 512
+#define SESS_REPLY_NEED_HELO "503 5.5.1 Error: send HELO/EHLO first"
 #define SESSION_ABORTS_MAX 3             /* bodies refused mid-stream before we close */
 
 /* What the client side is doing. */
@@ -100,6 +101,7 @@ struct session {
 	uint8_t u_rwant, u_wwant;
 	bool tls;                        /* the client's side is encrypted */
 	bool starttls_pending;           /* "220 Ready" queued: handshake once it is out */
+	bool need_helo;                  /* after STARTTLS: no MAIL or AUTH before a new EHLO */
 	char *up_banner;                 /* the MTA's 220, kept across STARTTLS toward it */
 
 	struct smtp_lineparser lp;

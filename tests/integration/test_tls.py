@@ -291,6 +291,25 @@ class StartTLSProtocolTest(TLSBase):
                          "the pipelined NOOP reached the MTA: %r" % cmds)
         self.assertFalse([x for x in cmds if x.upper().startswith(b"STARTTLS")], cmds)
 
+    def test_mail_before_new_ehlo_after_starttls_refused(self):
+        """RFC 3207 4.2: what the client said before TLS is forgotten.  The
+        MTA still holds the plaintext EHLO name (anyone on the path could
+        have written it), so MAIL or AUTH must wait for a new EHLO."""
+        rec = self.start_recorder(auth=True)
+        gate = self.tls_gate(["127.0.0.1:%d" % rec.port], "starttls")
+        c = self.greet(gate.port, ehlo="forged-before-tls.test")
+        self.starttls(c)
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").raw,
+                         b"503 5.5.1 Error: send HELO/EHLO first\r\n")
+        self.assertEqual(c.cmd("AUTH PLAIN AGEAZ29vZA==").code, 503)
+        self.assertEqual(c.cmd("EHLO after-tls.test").code, 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        cmds = rec.all_commands()
+        self.assertIn(b"EHLO after-tls.test", cmds)
+        self.assertEqual([x for x in cmds if x.startswith(b"MAIL")], [b"MAIL FROM:<a@x.example>"])
+        self.assertFalse([x for x in cmds if x.startswith(b"AUTH")], cmds)
+
     def test_ehlo_starttls_advertised_once(self):
         # the MTA advertises STARTTLS too: smtpgate's own is shown once
         rec = self.start_recorder(ehlo=["rec.test", "PIPELINING", "STARTTLS", "8BITMIME"])
