@@ -179,7 +179,8 @@ static void respond(struct conn *c, const char *status, const char *type, const 
 
 static void handle_request(struct conn *c)
 {
-	if (strncmp(c->req, "GET /metrics ", 13) == 0 || strncmp(c->req, "GET /metrics\r", 13) == 0) {
+	/* A query string is ignored: scrape configs may add params. */
+	if (strncmp(c->req, "GET /metrics", 12) == 0 && strchr(" ?\r", c->req[12]) && c->req[12]) {
 		char *body = malloc(METRICS_RESPONSE_MAX);
 		if (!body) {
 			conn_free(c);
@@ -240,6 +241,16 @@ static void on_accept(struct ev_loop *l, ev_io *w, int revents)
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return;
+	if (nconns >= METRICS_CONNS_MAX) {
+		/* The slot of the oldest client that has not finished asking goes
+		 * to the newcomer: silent connections cannot keep scrapes out. */
+		struct conn *oldest = NULL;
+		for (struct conn *k = conns; k; k = k->next)
+			if (!k->responding)
+				oldest = k;
+		if (oldest)
+			conn_free(oldest);
+	}
 	struct conn *c = nconns < METRICS_CONNS_MAX ? calloc(1, sizeof *c) : NULL;
 	if (!c) {
 		close(fd);

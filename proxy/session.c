@@ -797,9 +797,12 @@ void session_start(struct ev_loop *loop, int fd, const struct sockaddr *peer,
 	static const char busy[] = "421 4.3.2 Too many sessions, try again later\r\n";
 
 	if (nsessions >= cfg->max_sessions) {
+		char ip[INET6_ADDRSTRLEN];
+		format_addr(peer, ip, sizeof ip);
 		(void)!write(fd, busy, sizeof busy - 1);
 		close(fd);
-		log_event(NULL, "refuse_max_sessions", NULL);
+		log_event(NULL, "refuse_max_sessions", (struct log_field[]){ F("ip", ip),
+		    F("listener", lis->addr.text), FEND });
 		return;
 	}
 	struct session *s = calloc(1, sizeof *s);

@@ -308,16 +308,20 @@ static void relay_ehlo(struct session *s, const char *r, size_t n)
 static void log_message(struct session *s, const char *r, size_t n)
 {
 	char size[24], rcpts[16];
-	size_t first = n;
-	const char *eol = memchr(r, '\n', n);
 
-	if (eol)
-		first = (size_t)(eol - r);
-	while (first && (r[first - 1] == '\r' || r[first - 1] == '\n'))
-		first--;
+	/* The last line: where an MTA puts the queue id of a multi-line reply. */
+	while (n && (r[n - 1] == '\r' || r[n - 1] == '\n'))
+		n--;
+	for (size_t k = n; k > 0; k--) {
+		if (r[k - 1] == '\n') {
+			r += k;
+			n -= k;
+			break;
+		}
+	}
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->ds.bytes);
 	snprintf(rcpts, sizeof rcpts, "%u", s->rcpts);
-	struct log_field f[] = { FN("reply", r, first), FNUM("size", size), FNUM("rcpts", rcpts),
+	struct log_field f[] = { FN("reply", r, n), FNUM("size", size), FNUM("rcpts", rcpts),
 		F("sender", s->sender), F("tls", s->tls ? tls_version(s->cssl) : NULL), FEND };
 	log_event(s->id, "message", f);
 }

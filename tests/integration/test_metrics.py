@@ -85,3 +85,18 @@ class MetricsTest(GateTestCase):
         with self.assertRaises(urllib.error.HTTPError) as e:
             urllib.request.urlopen("http://127.0.0.1:%d/nothing" % mport, timeout=5)
         self.assertEqual(e.exception.code, 404)
+
+    def test_query_string_and_silent_clients(self):
+        """Scrape configs may add params; and clients that connect and say
+        nothing must not keep Prometheus out (16 slots, idle 5 s each)."""
+        sink = self.start_sink()
+        gate, mport = self._gate(["127.0.0.1:%d" % sink.port])
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics?module=smtp" % mport, timeout=5) as r:
+            self.assertIn("smtpgate_sessions_active", r.read().decode())
+        idle = [socket.create_connection(("127.0.0.1", mport), timeout=5) for _ in range(40)]
+        try:
+            for _ in range(3):
+                self.assertIn("smtpgate_build_info", scrape(mport))
+        finally:
+            for s in idle:
+                s.close()

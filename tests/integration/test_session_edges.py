@@ -6,7 +6,7 @@ import base64
 import socket
 import time
 
-from harness import GateTestCase, SMTPClient
+from harness import GateTestCase, SMTPClient, wait_until
 
 MSG = b"Subject: edge\r\n\r\nbody\r\n"
 
@@ -25,6 +25,9 @@ class SessionEdgeTest(GateTestCase):
         got, closed = c.read_until_close(timeout=5)
         self.assertTrue(closed)
         self.assertEqual(len(rec.conns), 2, "the refused session reached the MTA")
+        self.assertTrue(wait_until(lambda: any(l.startswith("refuse_max_sessions") for l in gate.log_lines()), 5))
+        line = [l for l in gate.log_lines() if l.startswith("refuse_max_sessions")][0]
+        self.assertIn("ip=127.0.0.1 listener=127.0.0.1:%d" % gate.port, line)
         a.cmd("QUIT")
         # a slot is free again
         self.assertTrue(self._eventually_served(gate.port))
@@ -179,3 +182,19 @@ class XclientToSinkTest(GateTestCase):
         self.assertEqual(c.cmd("DATA").code, 354)
         self.assertEqual(c.cmd(MSG.decode() + ".").code, 250)
         self.assertEqual(sink.wait_count(1), 1)
+
+
+class MessageLogTest(GateTestCase):
+
+    def test_multiline_dot_reply_logs_its_last_line(self):
+        """MTAs put the queue id on the last line of a multi-line reply."""
+        rec = self.start_recorder(dot_reply="250-2.0.0 first line\r\n250 2.0.0 Ok: queued as QID42")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        c = self.greet(gate.port)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+        c.send(b"Subject: m\r\n\r\nbody\r\n.\r\n")
+        r = c.read_reply()
+        self.assertEqual(r.raw, b"250-2.0.0 first line\r\n250 2.0.0 Ok: queued as QID42\r\n")
+        ev = gate.wait_event("message")
+        self.assertEqual(ev[0].get("reply"), "250 2.0.0 Ok: queued as QID42", ev)
