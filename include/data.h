@@ -24,7 +24,9 @@ struct data_state {
 	enum bare_newline mode;
 	int st;                   /* internal scanner state; 0 = start of a line */
 	bool seen_bare;           /* a bare CR or LF was seen in this message */
-	uint64_t bytes;           /* body bytes seen so far (before normalizing, end excluded) */
+	uint64_t bytes;           /* message bytes so far, as RFC 1870 counts them: input
+	                           * before normalizing, without the dot a line begins
+	                           * with (transparency) and without the end */
 };
 
 enum data_status {

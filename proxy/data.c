@@ -50,6 +50,7 @@ data_begin(struct data_state *ds, enum bare_newline mode)
 struct emitter {
 	char *out;
 	size_t len;
+	size_t dots;            /* transparency dots met (RFC 5321 4.5.2) */
 };
 
 static void
@@ -129,12 +130,14 @@ step(struct data_state *ds, struct emitter *e, char c)
 				ds->seen_bare = true;
 				put(e, "..\r\n", 4);
 				ds->st = ST_BARE_START;
+				e->dots++;
 				return false;
 			}
 			/* An ordinary line (or one the client stuffed, "..x"),
 			 * passed on unchanged. */
 			put(e, ".", 1);
 			ds->st = ST_MID;
+			e->dots++;
 			continue;
 		case ST_DOT_CR:
 			if (c == LF) {
@@ -146,6 +149,7 @@ step(struct data_state *ds, struct emitter *e, char c)
 				return true;
 			}
 			ds->seen_bare = true;
+			e->dots++;
 			if (norm) {
 				put(e, "..\r\n", 4);
 				ds->st = ST_BARE_START;
@@ -218,7 +222,7 @@ enum data_status
 data_feed(struct data_state *ds, const char *in, size_t inlen,
     char *out, size_t outsz, size_t *consumed, size_t *produced)
 {
-	struct emitter e = { .out = out, .len = 0 };
+	struct emitter e = { .out = out, .len = 0, .dots = 0 };
 	size_t i = 0;
 	enum data_status status = DATA_MORE;
 
@@ -250,7 +254,9 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 		}
 	}
 
-	ds->bytes += i;
+	/* RFC 1870 counts the message, not its transport: no dot a line
+	 * begins with (the receiver deletes it), no terminator. */
+	ds->bytes += i - e.dots;
 	if (status == DATA_END)
 		ds->bytes -= DATA_DOT_LINE_LEN;
 	*consumed = i;

@@ -271,3 +271,27 @@ class OutOfStepMTATest(GateTestCase):
         self.assertNotIn(b"250", data)
         gate.wait_event("close")
         self.assertFalse(gate.events("message"), gate.log_text())
+
+
+class SizeCountTest(GateTestCase):
+
+    def test_transparency_dots_are_not_counted(self):
+        """RFC 1870: the size excludes the dots a sender doubles for
+        transport.  300 lines of one dot are 900 octets of message."""
+        rec = self.start_recorder()
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], globals_=["max_message_size 1K"])
+        c = self.greet(gate.port)
+        body = b"..\r\n" * 300                   # 1,200 octets on the wire
+        c.send(b"MAIL FROM:<a@x.example> SIZE=900\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+        c.send(body + b".\r\n")
+        self.assertEqual(c.read_reply().code, 250)
+        self.assertEqual(rec.wait_messages(1)[0].raw, body)
+        ev = gate.wait_event("message")
+        self.assertEqual(ev[0].get("size"), "900", ev)
+        # and one octet more than 1K of message is still refused
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+        c.send(b"..\r\n" * 341 + b"xx\r\n.\r\n")   # 1,023 + 4 octets
+        r = c.read_reply()
+        self.assertTrue(r.raw.startswith(b"552 5.3.4"), r)
