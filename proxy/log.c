@@ -62,7 +62,46 @@ static int needs_quotes(const char *v, size_t n)
 	return 0;
 }
 
-/* Escape so the value can never end the line or the JSON string early. */
+/*
+ * The length of the well-formed UTF-8 sequence of two or more bytes at p
+ * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF) whose
+ * code point is not a C1 control, or 0.
+ */
+static size_t utf8_printable(const unsigned char *p, size_t n)
+{
+	size_t len;
+	unsigned lo = 0x80, hi = 0xbf;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	if (p[0] == 0xc2)
+		lo = 0xa0;                  /* U+0080..U+009F: C1 controls */
+	else if (p[0] == 0xe0)
+		lo = 0xa0;
+	else if (p[0] == 0xed)
+		hi = 0x9f;
+	else if (p[0] == 0xf0)
+		lo = 0x90;
+	else if (p[0] == 0xf4)
+		hi = 0x8f;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t k = 2; k < len; k++)
+		if (p[k] < 0x80 || p[k] > 0xbf)
+			return 0;
+	return len;
+}
+
+/* Escape so the value can never end the line or the JSON string early.
+ * Well-formed UTF-8 (a name, an SMTPUTF8 address) is kept as it is. */
 static void put_escaped(struct out *o, const char *v, size_t n, enum log_format fmt)
 {
 	size_t cut = n > LOG_VALUE_MAX ? LOG_VALUE_MAX : n;
@@ -70,12 +109,23 @@ static void put_escaped(struct out *o, const char *v, size_t n, enum log_format 
 	for (size_t i = 0; i < cut; i++) {
 		unsigned char c = (unsigned char)v[i];
 		char esc[6];
-		if (c == '"' || c == '\\') {
+		size_t u = c >= 0x80 ? utf8_printable((const unsigned char *)v + i, cut - i) : 0;
+		if (u) {
+			put(o, v + i, u);
+			i += u - 1;
+		} else if (c == '"' || c == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)c;
 			put(o, esc, 2);
+		} else if (fmt == LOG_FORMAT_JSON && c == 0xc2 && i + 1 < cut &&
+		    (unsigned char)v[i + 1] >= 0x80 && (unsigned char)v[i + 1] <= 0x9f) {
+			/* A C1 control in UTF-8: escaped as the character it is. */
+			c = (unsigned char)v[++i];
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hexdig[c >> 4];
+			esc[5] = hexdig[c & 15];
+			put(o, esc, 6);
 		} else if (c < 0x20 || c >= 0x7f) {
-			/* UTF-8 is not validated here, so high bytes are escaped too. */
 			if (fmt == LOG_FORMAT_JSON) {
 				memcpy(esc, "\\u00", 4);
 				esc[4] = hexdig[c >> 4];

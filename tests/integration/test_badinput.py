@@ -494,3 +494,24 @@ class LogInjectionTest(GateTestCase):
         self.assertIn(QUOTE_HELO.decode(), helos, objs)
         # JSON escapes control characters; decoded, the value is the client's
         self.assertIn(ESC_HELO.decode("latin-1"), helos, objs)
+
+
+class Utf8LogTest(GateTestCase):
+
+    def test_json_log_keeps_utf8_addresses(self):
+        """SMTPUTF8 (RFC 6531) addresses appear in the JSON log as the
+        characters they are; a byte that is not UTF-8 is still escaped."""
+        rec = self.start_recorder(ehlo=["rec.test", "PIPELINING", "SMTPUTF8", "8BITMIME"])
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], log="stderr json")
+        c = self.greet(gate.port)
+        sender = "josé@exämple.org"
+        self.assertEqual(c.cmd(("MAIL FROM:<%s> SMTPUTF8" % sender).encode("utf-8")).code, 250)
+        self.assertEqual(c.cmd(b"RCPT TO:<b@test.example>").code, 250)
+        self.assertEqual(c.cmd(b"DATA").code, 354)
+        c.send(b"Subject: u\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.read_reply().code, 250)
+        c.cmd(b"QUIT")
+        ev = gate.wait_event("message", fmt="json")
+        self.assertEqual(ev[0].get("sender"), sender, gate.log_text())
+        for line in gate.log_lines():
+            json.loads(line)
