@@ -639,6 +639,17 @@ static void client_read(struct session *s)
 	}
 }
 
+/*
+ * Past the banner but short of the first READY (EHLO, STARTTLS, XCLIENT
+ * toward the MTA): the client has had no banner yet, so a server failing
+ * now can still give way to the next one, as at connect.
+ */
+static bool upstream_preparing(const struct session *s)
+{
+	return !s->replay && s->up != UP_NONE && s->up != UP_BANNER &&
+	    s->up != UP_REPLAY && s->up != UP_READY;
+}
+
 static void upstream_read(struct session *s)
 {
 	errno = 0;
@@ -646,6 +657,8 @@ static void upstream_read(struct session *s)
 		return;
 	if (s->up == UP_BANNER) {
 		sess_upstream_failed(s, errno ? strerror(errno) : "closed before the banner");
+	} else if (upstream_preparing(s)) {
+		sess_upstream_failed(s, errno ? strerror(errno) : "closed during the set-up");
 	} else if (s->state != ST_CLOSING) {
 		sess_process_upstream(s);   /* relay what it said before it went */
 		log_event(s->id, "upstream_closed", NULL);
@@ -759,6 +772,10 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	case UP_NONE:
 		break;
 	default:
+		if (upstream_preparing(s)) {
+			sess_upstream_failed(s, "timeout during the set-up");
+			break;
+		}
 		log_event(s->id, "upstream_timeout", NULL);
 		sess_upstream_error(s);
 		sess_end(s, "421 4.4.2 Upstream timeout");

@@ -394,6 +394,7 @@ class RecordingMTA:
           "pause_body"   - after 354, reads nothing for PAUSE_BODY_S (with
                            rcvbuf set, the body backs up into smtpgate)
           "ignore_rset"  - never answers RSET (and reads on)
+          "close_in_setup" - greets, then closes at XCLIENT or STARTTLS
           "early_reply"  - answers 552 in the middle of the body, and not
                            the final dot (out of step, as a broken MTA is)
     """
@@ -534,6 +535,8 @@ class RecordingMTA:
                 rec.commands.append(cmdline)
                 # blanks as Postfix's tokenizer sees them: SP and HTAB
                 verb = (cmdline.split(None, 1) or [b""])[0].upper()
+                if verb in (b"XCLIENT", b"STARTTLS") and self.mode == "close_in_setup":
+                    return
                 if verb == b"EHLO":
                     lines = self.ehlo + (["AUTH PLAIN LOGIN"] if self.auth else [])
                     for i, l in enumerate(lines):

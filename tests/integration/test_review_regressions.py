@@ -295,3 +295,34 @@ class SizeCountTest(GateTestCase):
         c.send(b"..\r\n" * 341 + b"xx\r\n.\r\n")   # 1,023 + 4 octets
         r = c.read_reply()
         self.assertTrue(r.raw.startswith(b"552 5.3.4"), r)
+
+
+class SetupFailoverTest(GateTestCase):
+
+    def test_mta_closing_during_setup_gives_way_to_the_next(self):
+        """A server that greets and then drops the XCLIENT smtpgate sends
+        has not served the client yet: the next server is tried, as
+        for a failed connect, and the client sees one banner only."""
+        xehlo = ["rec.test", "PIPELINING", "XCLIENT NAME ADDR PROTO HELO LOGIN"]
+        bad = self.start_recorder(mode="close_in_setup", ehlo=xehlo)
+        good = self.start_recorder(ehlo=xehlo)
+        gate = self.gate_for(["127.0.0.1:%d" % bad.port, "127.0.0.1:%d" % good.port],
+                             forward="xclient")
+        c = self.client(gate.port)
+        r = c.read_reply()
+        self.assertEqual(r.code, 220, r)
+        self.assertIn(good.token, r.text, r)
+        self.assertEqual(c.cmd("EHLO client.test").code, 250)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        self.assertTrue(any(cmd.startswith(b"XCLIENT") for cmd in good.all_commands()))
+        ev = gate.wait_event("upstream_error")
+        self.assertIn("127.0.0.1:%d" % bad.port, ev[0].get("server"), ev)
+
+    def test_every_server_closing_during_setup_is_unavailable(self):
+        xehlo = ["rec.test", "PIPELINING", "XCLIENT NAME ADDR PROTO HELO LOGIN"]
+        bad = self.start_recorder(mode="close_in_setup", ehlo=xehlo)
+        gate = self.gate_for(["127.0.0.1:%d" % bad.port], forward="xclient")
+        c = self.client(gate.port)
+        data, closed = c.read_until_close(timeout=8.0)
+        self.assertTrue(closed, data)
+        self.assertEqual(data, b"421 4.3.2 Service not available\r\n")
