@@ -68,9 +68,19 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 	}
 	sess_txn_reset(s);
 	set_str(&s->sender, c->path, c->pathlen, SMTP_PATH_MAX);
-	if (c->params && smtp_param_find(c->params, c->paramslen, "SIZE", &val, &vallen)) {
+	/* A SIZE= given twice is judged by its largest value: the MTA may
+	 * well read the last one. */
+	const char *p = c->params;
+	size_t plen = c->params ? c->paramslen : 0;
+	while (plen && smtp_param_find(p, plen, "SIZE", &val, &vallen)) {
+		uint64_t one = 0;
 		for (size_t i = 0; i < vallen && val[i] >= '0' && val[i] <= '9'; i++)
-			size = size > UINT64_MAX / 10 - 10 ? UINT64_MAX : size * 10 + (uint64_t)(val[i] - '0');
+			one = one > UINT64_MAX / 10 - 10 ? UINT64_MAX : one * 10 + (uint64_t)(val[i] - '0');
+		if (one > size)
+			size = one;
+		size_t used = (size_t)(val + vallen - p);
+		p += used;
+		plen -= used;
 	}
 
 	struct policy_facts f;

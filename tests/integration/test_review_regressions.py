@@ -326,3 +326,17 @@ class SetupFailoverTest(GateTestCase):
         data, closed = c.read_until_close(timeout=8.0)
         self.assertTrue(closed, data)
         self.assertEqual(data, b"421 4.3.2 Service not available\r\n")
+
+
+class SizeParamTest(GateTestCase):
+
+    def test_size_given_twice_is_judged_by_the_largest(self):
+        rec = self.start_recorder()
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], globals_=["max_message_size 1K"])
+        c = self.greet(gate.port)
+        for line in ("MAIL FROM:<a@x.example> SIZE=10 SIZE=2000",
+                     "MAIL FROM:<a@x.example> SIZE=2000 BODY=8BITMIME SIZE=10"):
+            r = c.cmd(line)
+            self.assertTrue(r.raw.startswith(b"552 5.3.4"), (line, r))
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example> SIZE=10 SIZE=20").code, 250)
+        self.assertFalse([x for x in rec.all_commands() if b"2000" in x])
