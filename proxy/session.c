@@ -742,6 +742,15 @@ static void on_client_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		/* fall through */
 	case ST_DATA:
 	case ST_PROXYHDR:
+		if (s->state == ST_DATA && s->ufd >= 0 && buf_len(&s->uout) > 0) {
+			/* The body stood still because the MTA took none of it:
+			 * its stall, not the client's, and the log says so. */
+			log_event(s->id, "upstream_timeout", NULL);
+			sess_upstream_error(s);
+			sess_upstream_close(s);
+			sess_end(s, "421 4.4.2 Upstream timeout");
+			break;
+		}
 		log_event(s->id, "timeout", (struct log_field[]){ F("state", state_names[s->state]), FEND });
 		sess_end(s, "421 4.4.2 Timeout exceeded");
 		break;

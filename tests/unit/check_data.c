@@ -451,8 +451,9 @@ START_TEST(test_model_long_lines)
 			memcpy(in + len, pc, strlen(pc));
 			len += strlen(pc);
 		}
-		memcpy(in + len, "\r\n.\r\nQUIT\r\n", 13);
-		len += 13;
+		static const char end[] = "\r\n.\r\nQUIT\r\n";
+		memcpy(in + len, end, sizeof end - 1);
+		len += sizeof end - 1;
 		enum bare_newline mode = modes[round % NELEM(modes)];
 		size_t wantlen, wantcons, dots;
 		bool ended = model(mode != BARE_NEWLINE_ALLOW, in, len, want, &wantlen, &wantcons, &dots);
