@@ -340,3 +340,31 @@ class SizeParamTest(GateTestCase):
             self.assertTrue(r.raw.startswith(b"552 5.3.4"), (line, r))
         self.assertEqual(c.cmd("MAIL FROM:<a@x.example> SIZE=10 SIZE=20").code, 250)
         self.assertFalse([x for x in rec.all_commands() if b"2000" in x])
+
+
+class StalledBodyTest(GateTestCase):
+
+    def test_mta_taking_no_body_is_its_timeout(self):
+        """When the MTA reads none of the body for `timeout data`, the
+        client is not the idle one: the log and the 421 say upstream."""
+        import threading
+        rec = self.start_recorder(mode="pause_body", rcvbuf=4096)
+        rec.PAUSE_BODY_S = 6.0
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], globals_=["timeout data 1s"])
+        c = self.greet(gate.port, timeout=15.0)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+
+        def push():
+            try:
+                c.sock.sendall(b"x" * 998 + b"\r\n" * 1 + (b"y" * 998 + b"\r\n") * 8000)
+            except OSError:
+                pass
+        t = threading.Thread(target=push, daemon=True)
+        t.start()
+        data, closed = c.read_until_close(timeout=10.0)
+        self.assertTrue(closed, data)
+        self.assertIn(b"421 4.4.2 Upstream timeout", data)
+        self.assertTrue(gate.wait_event("upstream_timeout"), gate.log_text())
+        self.assertFalse(rec.messages())
+        t.join(timeout=5)
