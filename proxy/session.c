@@ -782,7 +782,10 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	default:
 		if (upstream_preparing(s)) {
-			sess_upstream_failed(s, "timeout during the set-up");
+			if (s->lis->upstream->starttls && s->up != UP_XCLIENT)
+				sess_upstream_tls_failed(s, "timeout during STARTTLS");
+			else
+				sess_upstream_failed(s, "timeout during the set-up");
 			break;
 		}
 		log_event(s->id, "upstream_timeout", NULL);

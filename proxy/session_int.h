@@ -114,6 +114,7 @@ struct session {
 	bool barrier;                    /* DATA/AUTH/QUIT/STARTTLS outstanding: read no further */
 	bool up_pipelining;
 	bool replay;                     /* reconnecting after an aborted message */
+	bool up_tls_failed;              /* a server failed TLS: say so if none is left */
 	bool dead;                       /* free at the end of this pump */
 	bool client_eof;                 /* the client sent its last byte */
 
@@ -155,6 +156,7 @@ void sess_upstream_out(struct session *s, const char *p, size_t n);
 void sess_end(struct session *s, const char *reply);
 void sess_client_timer_again(struct session *s);
 void sess_upstream_timer_again(struct session *s, uint64_t ms);
+void sess_upstream_tls_failed(struct session *s, const char *why);
 unsigned sess_addr_port(const struct sockaddr *sa);
 int sess_set_nonblock_nodelay(int fd);
 void sess_txn_reset(struct session *s);

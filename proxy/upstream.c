@@ -39,14 +39,28 @@ static void send_ehlo(struct session *s, const char *name)
 	sess_upstream_timer_again(s, s->lis->upstream->connect_timeout_ms);
 }
 
-static void upstream_tls_failed(struct session *s, const char *why)
+#define REPLY_UPSTREAM_TLS "421 4.7.0 TLS toward the mail server failed, try again later"
+
+/*
+ * Before the client's banner, a server that fails TLS gives way to the next,
+ * as a failed connect does (one bad certificate must not stop all mail).
+ * After it (a reconnect mid-session) the session ends.
+ */
+void sess_upstream_tls_failed(struct session *s, const char *why)
 {
 	const struct config_upstream *u = s->lis->upstream;
 	struct log_field f[] = { F("server", u->servers[s->server].text), F("error", why), FEND };
 
 	log_event(s->id, "upstream_tls_error", f);
 	sess_upstream_error(s);
-	sess_end(s, "421 4.7.0 TLS toward the mail server failed, try again later");
+	if (s->replay) {
+		sess_end(s, REPLY_UPSTREAM_TLS);
+		return;
+	}
+	s->up_tls_failed = true;
+	sess_upstream_close(s);
+	s->server++;
+	sess_upstream_try(s);
 }
 
 static void send_xclient(struct session *s);
@@ -76,7 +90,7 @@ static void upstream_ehlo_reply(struct session *s, const char *r, size_t n, int 
 	struct smtp_ehlo_info info;
 
 	if (code != 250 || !ehlo_info(r, n, &info) || !info.starttls) {
-		upstream_tls_failed(s, "the MTA does not offer STARTTLS");
+		sess_upstream_tls_failed(s, "the MTA does not offer STARTTLS");
 		return;
 	}
 	sess_upstream_out(s, "STARTTLS\r\n", 10);
@@ -94,7 +108,7 @@ static void upstream_start_tls(struct session *s)
 
 	if (!inet_ntop(sa->sa_family, a, ip, sizeof ip) ||
 	    !(s->ussl = tls_new(u->tls_ctx, s->ufd, ip))) {
-		upstream_tls_failed(s, "cannot start TLS");
+		sess_upstream_tls_failed(s, "cannot start TLS");
 		return;
 	}
 	/* Nothing the MTA sent before the handshake may count as said under TLS. */
@@ -111,7 +125,7 @@ void sess_upstream_tls_step(struct session *s)
 	int rc = tls_handshake(s->ussl, false, &want, why, sizeof why);
 
 	if (rc < 0) {
-		upstream_tls_failed(s, why);
+		sess_upstream_tls_failed(s, why);
 		return;
 	}
 	if (rc == 0) {
@@ -210,7 +224,7 @@ void sess_upstream_try(struct session *s)
 		return;
 	}
 	log_event(s->id, "upstream_unavailable", NULL);
-	sess_end(s, "421 4.3.2 Service not available");
+	sess_end(s, s->up_tls_failed ? REPLY_UPSTREAM_TLS : "421 4.3.2 Service not available");
 }
 
 /*
@@ -379,7 +393,7 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		return;
 	case UP_STARTTLS:
 		if (code != 220) {
-			upstream_tls_failed(s, "the MTA refused STARTTLS");
+			sess_upstream_tls_failed(s, "the MTA refused STARTTLS");
 			return;
 		}
 		upstream_start_tls(s);
@@ -403,7 +417,7 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		return;
 	case UP_TLS_EHLO:
 		if (code != 250) {
-			upstream_tls_failed(s, "the MTA refused EHLO after STARTTLS");
+			sess_upstream_tls_failed(s, "the MTA refused EHLO after STARTTLS");
 			return;
 		}
 		after_tls(s, s->up_banner, strlen(s->up_banner));

@@ -623,6 +623,20 @@ class UpstreamTLSTest(TLSBase):
         self._deliver(gate2)
         self.assertTrue(gate2.wait_event("upstream_tls", timeout=5), gate2.log_text())
 
+    def test_upstream_tls_failure_gives_way_to_the_next_server(self):
+        """One MTA with a bad certificate must not stop all mail: before
+        the client's banner, a TLS failure moves on to the next server."""
+        gate = self.gate_for(["127.0.0.1:%d" % self.pf.extra_ports["badname"],
+                              "127.0.0.1:%d" % self.pf.port],
+                             upstream=["starttls on", "verify on", "ca %s" % self.pki.ca],
+                             connect_timeout="5s")
+        qid = self._deliver(gate)
+        self.assertTrue(self.pf.wait_log(r"%s: to=<b@test\.example>.*status=sent" % qid, 15))
+        err = gate.wait_event("upstream_tls_error", timeout=5)
+        self.assertEqual(err[0].get("server"), "127.0.0.1:%d" % self.pf.extra_ports["badname"], err)
+        ok = gate.wait_event("upstream_tls", timeout=5)
+        self.assertEqual(ok[0].get("server"), "127.0.0.1:%d" % self.pf.port, ok)
+
     def test_upstream_starttls_verify_off(self):
         # verify off: any certificate will do (here: one from an unknown CA)
         gate = self.up_gate(self.pf.port, ["starttls on", "verify off",
