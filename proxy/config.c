@@ -32,12 +32,15 @@ struct listen_pending {
 	char upstream[CONFIG_NAME_MAX]; /* "" = none named */
 	int upstream_line;
 	int tls_line;
+	int auth_line;
 };
 
 struct loader {
 	struct config *cfg;
 	struct conf_errs *errs;
 	struct listen_pending *pending; /* parallel to cfg->listens */
+	char (*broken)[CONFIG_NAME_MAX]; /* upstreams declared with errors */
+	size_t nbroken;
 };
 
 typedef int (*handler_fn)(struct loader *, const struct conf_stmt *, void *);
@@ -662,7 +665,19 @@ global_upstream(struct loader *L, const struct conf_stmt *st, void *ctx)
 			keep = false;
 		}
 	}
+	if (up.verify && !up.starttls) {
+		err(L, st, "upstream %s: verify on needs starttls on (nothing would be verified)",
+		    up.name);
+		keep = false;
+	}
 	if (!keep) {
+		/* Known by name, so a listen naming it gets no second error. */
+		char (*b)[CONFIG_NAME_MAX] = up.name[0] ? conf_grow(L->broken, L->nbroken,
+		    sizeof(*L->broken)) : NULL;
+		if (b) {
+			L->broken = b;
+			memcpy(L->broken[L->nbroken++], up.name, CONFIG_NAME_MAX);
+		}
 		free_upstream(&up);
 		return -1;
 	}
@@ -757,6 +772,7 @@ ln_auth(struct loader *L, const struct conf_stmt *st, void *ctx)
 	if (get_keyword(L, st, 1, kw, "require-tls or as-mta", &v) == -1)
 		return -1;
 	((struct listen_ctx *)ctx)->ln->auth = (enum auth_mode)v;
+	((struct listen_ctx *)ctx)->pend->auth_line = st->line;
 	return 0;
 }
 
@@ -997,7 +1013,10 @@ resolve(struct loader *L, const struct conf_tree *tree)
 				if (strcmp(cfg->upstreams[j].name,
 				    p->upstream) == 0)
 					ln->upstream = &cfg->upstreams[j];
-			if (ln->upstream == NULL)
+			for (j = 0; ln->upstream == NULL && j < L->nbroken; j++)
+				if (strcmp(L->broken[j], p->upstream) == 0)
+					break;
+			if (ln->upstream == NULL && j == L->nbroken)
 				conf_error(L->errs, p->file, p->upstream_line,
 				    "upstream: no upstream named \"%s\"",
 				    p->upstream);
@@ -1012,6 +1031,10 @@ resolve(struct loader *L, const struct conf_tree *tree)
 			    "listen %s: name one of the upstreams with "
 			    "\"upstream NAME\"", ln->addr.text);
 		}
+		if (ln->auth == AUTH_MODE_REQUIRE_TLS && ln->tls == TLS_MODE_NONE)
+			conf_error(L->errs, p->file, p->auth_line,
+			    "auth require-tls: listen %s has no tls, so AUTH could never be used",
+			    ln->addr.text);
 		if (ln->tls != TLS_MODE_NONE && cfg->tls.certificate == NULL)
 			conf_error(L->errs, p->file, p->tls_line,
 			    "tls: %s needs a global tls block with a "
@@ -1057,6 +1080,7 @@ config_load(const char *file, FILE *errs)
 	if (e.count <= CONFIG_MAX_ERRORS)
 		resolve(&L, tree);
 	free(L.pending);
+	free(L.broken);
 	conf_tree_free(tree);
 	if (e.count > 0) {
 		config_unref(cfg);

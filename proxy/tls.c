@@ -7,8 +7,12 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Lines of a key file looked at for an encryption header. */
+#define TLS_KEY_SCAN_LINES 4
 
 static void last_error(const char *what, char *err, size_t errsz)
 {
@@ -34,6 +38,33 @@ static int set_protocols(SSL_CTX *ctx, unsigned protocols)
 	return SSL_CTX_set_min_proto_version(ctx, min) && SSL_CTX_set_max_proto_version(ctx, max);
 }
 
+/* An encrypted key would make OpenSSL ask for a passphrase on the terminal,
+ * freezing a reload; there is no one to answer, so there is no passphrase. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf; (void)size; (void)rwflag; (void)u;
+	return -1;
+}
+
+/* A PEM key under a passphrase: PKCS#8 or the old "Proc-Type: 4,ENCRYPTED". */
+static bool key_is_encrypted(const char *path)
+{
+	char line[256];
+	bool enc = false;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return false;
+	for (int i = 0; i < TLS_KEY_SCAN_LINES && fgets(line, sizeof line, f); i++) {
+		if (strstr(line, "ENCRYPTED")) {
+			enc = true;
+			break;
+		}
+	}
+	fclose(f);
+	return enc;
+}
+
 SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -45,7 +76,14 @@ SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz)
 	/* Idle sessions give their 16+ KiB record buffers back. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	/*
+	 * A client that drops TCP without close_notify still gets the replies
+	 * to what it sent, as in plaintext: truncation cannot fake an end of
+	 * message in SMTP, whose DATA ends only at CRLF.CRLF.
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	if (!set_protocols(ctx, t->protocols)) {
 		last_error("protocols", err, errsz);
 		goto fail;
@@ -59,7 +97,13 @@ SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz)
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
-		last_error(t->key, err, errsz);
+		if (key_is_encrypted(t->key)) {
+			ERR_clear_error();
+			snprintf(err, errsz, "%s: the key is encrypted; smtpgate takes no passphrase",
+			    t->key);
+		} else {
+			last_error(t->key, err, errsz);
+		}
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -10,6 +10,7 @@ import os
 import re
 import smtplib
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -291,6 +292,46 @@ class StartTLSProtocolTest(TLSBase):
                          "the pipelined NOOP reached the MTA: %r" % cmds)
         self.assertFalse([x for x in cmds if x.upper().startswith(b"STARTTLS")], cmds)
 
+    def test_tcp_close_without_close_notify_still_answered(self):
+        """A client that pipelines and then drops TCP without close_notify
+        gets its replies, as in plaintext (SMTP has its own end markers)."""
+        sink, gate = self.sink_gate("implicit")
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = self.ctx().wrap_bio(inc, out, server_hostname="localhost")
+        raw = socket.create_connection(("127.0.0.1", gate.port), timeout=10)
+        self.addCleanup(raw.close)
+        got, sent, shaken, fin = b"", False, False, False
+        deadline = time.monotonic() + 10
+        while got.count(b"\r\n221 ") + got.startswith(b"221 ") == 0 and time.monotonic() < deadline:
+            try:
+                if not shaken:
+                    obj.do_handshake()
+                    shaken = True
+                if shaken and not sent and b"\r\n" in got:
+                    obj.write(b"EHLO x.test\r\nNOOP\r\nQUIT\r\n")
+                    sent = True
+                got += obj.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                break
+            pending = out.read()
+            if pending:
+                raw.sendall(pending)
+                if sent and not fin:
+                    raw.shutdown(socket.SHUT_WR)      # FIN right behind, no close_notify
+                    fin = True
+            d = raw.recv(65536)
+            if not d:
+                break
+            inc.write(d)
+            try:
+                got += obj.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLError):
+                pass
+        codes = [l[:3] for l in got.split(b"\r\n") if l[3:4] == b" "]
+        self.assertEqual(codes, [b"220", b"250", b"250", b"221"], got)
+
     def test_mail_before_new_ehlo_after_starttls_refused(self):
         """RFC 3207 4.2: what the client said before TLS is forgotten.  The
         MTA still holds the plaintext EHLO name (anyone on the path could
@@ -495,6 +536,18 @@ class ConfigTest(TLSBase):
                                                  'ciphers "HIGH:!aNULL"']))
         self.assertEqual(rc, 0, out)
         self.assertIn("%s: ok" % path, out)
+
+    def test_encrypted_key_refused_without_a_prompt(self):
+        """OpenSSL would ask for a passphrase (and wait on a terminal, which
+        freezes a reload): an encrypted key is a plain config error."""
+        enc = os.path.join(self.pki.dir, "encrypted.key")
+        subprocess.run(["openssl", "pkey", "-in", self.pki.key, "-aes256", "-passout",
+                        "pass:secret", "-out", enc], check=True, capture_output=True)
+        path, rc, out = self._check(self._lines(["certificate %s" % self.pki.cert,
+                                                 "key %s" % enc]))
+        self._assert_error_in_tls_block(path, rc, out)
+        self.assertIn("encrypted", out)
+        self.assertNotIn("pass phrase", out.lower())
 
     def test_missing_files(self):
         path, rc, out = self._check(self._lines(["certificate /nonexistent/cert.pem",

@@ -666,6 +666,14 @@ static const struct bad_case {
 } bad_cases[] = {
 	{ "unknown directive", MINIMAL "foo bar\n", 3,
 	  "unknown directive \"foo\"", 1 },
+	{ "verify without starttls", "upstream u { server 127.0.0.1:1; verify on }\n"
+	  "listen 127.0.0.1:2525 { upstream u }\n", 1,
+	  "upstream u: verify on needs starttls on", 1 },
+	{ "a broken upstream is not also unknown", "upstream u {\n server 127.0.0.1:1\n"
+	  " starttls on\n verify on\n ca /nonexistent/ca.pem\n}\nlisten 127.0.0.1:2525 { upstream u }\n", 1,
+	  "upstream u: ", 1 },
+	{ "auth require-tls without tls", MINIMAL "listen 127.0.0.1:2527 {\n upstream u\n"
+	  " auth require-tls\n}\n", 5, "auth require-tls: listen 127.0.0.1:2527 has no tls", 1 },
 	{ "unknown directive in a block",
 	  "upstream u {\n server 1.2.3.4:25\n bogus 1\n}\nlisten *:25\n", 3,
 	  "unknown directive \"bogus\" in upstream block", 1 },
