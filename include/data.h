@@ -50,4 +50,9 @@ void data_begin(struct data_state *ds, enum bare_newline mode);
 enum data_status data_feed(struct data_state *ds, const char *in, size_t inlen,
     char *out, size_t outsz, size_t *consumed, size_t *produced);
 
+/* The message size so far that is sure to count: ds->bytes without bytes
+ * held at a line start that may yet turn out to be the terminator.  What a
+ * size limit is checked against while the body streams. */
+uint64_t data_size(const struct data_state *ds);
+
 #endif

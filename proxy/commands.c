@@ -36,7 +36,6 @@ static void forward(struct session *s, const char *line, size_t len, enum expect
 static void cmd_helo(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
 {
 	set_str(&s->helo, c->arg, c->arglen, SESSION_HELO_MAX);
-	s->need_helo = false;
 	s->helo_ehlo = c->verb == SMTP_VERB_EHLO;
 	sess_txn_reset(s);
 
@@ -48,6 +47,8 @@ static void cmd_helo(struct session *s, const char *line, size_t len, const stru
 		sess_refuse(s, STAGE_HELO, &v, NULL, 0);
 		return;
 	}
+	/* Only a greeting that reaches the MTA replaces what it heard. */
+	s->need_helo = false;
 	forward(s, line, len, s->helo_ehlo ? EX_EHLO : EX_GENERIC);
 }
 
@@ -338,7 +339,7 @@ bool sess_process_data(struct session *s)
 		progress = true;
 
 		uint64_t max = s->cfg->max_message_size;
-		if (!s->abort && max && s->ds.bytes > max)
+		if (!s->abort && max && data_size(&s->ds) > max)
 			s->abort = ABORT_SIZE;
 		if (!s->abort && st == DATA_END && s->ds.seen_bare &&
 		    s->cfg->bare_newline == BARE_NEWLINE_REJECT)

@@ -263,3 +263,10 @@ data_feed(struct data_state *ds, const char *in, size_t inlen,
 	*produced = e.len;
 	return status;
 }
+
+uint64_t
+data_size(const struct data_state *ds)
+{
+	/* A held "." or ".\r" at a line start may still be the terminator. */
+	return ds->bytes - (ds->st == ST_DOT ? 1 : ds->st == ST_DOT_CR ? 2 : 0);
+}

@@ -97,6 +97,12 @@ static size_t utf8_printable(const unsigned char *p, size_t n)
 	for (size_t k = 2; k < len; k++)
 		if (p[k] < 0x80 || p[k] > 0xbf)
 			return 0;
+	/* U+2028/2029 end lines for some readers, and the bidi embeddings and
+	 * isolates (U+202A-202E, U+2066-2069) can make a line read otherwise
+	 * than it is written: both are escaped like controls. */
+	if (p[0] == 0xe2 && ((p[1] == 0x80 && p[2] >= 0xa8 && p[2] <= 0xae) ||
+	    (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)))
+		return 0;
 	return len;
 }
 
@@ -117,6 +123,16 @@ static void put_escaped(struct out *o, const char *v, size_t n, enum log_format 
 			esc[0] = '\\';
 			esc[1] = (char)c;
 			put(o, esc, 2);
+		} else if (fmt == LOG_FORMAT_JSON && c == 0xe2 && i + 2 < cut &&
+		    ((unsigned char)v[i + 1] & 0xc0) == 0x80 && ((unsigned char)v[i + 2] & 0xc0) == 0x80) {
+			/* A line separator or bidi control (see above), escaped
+			 * as the character it is. */
+			unsigned cp = 0x2000u | ((unsigned)((unsigned char)v[i + 1] & 0x3f) << 6) |
+			    ((unsigned char)v[i + 2] & 0x3f);
+			char ue[7] = { '\\', 'u', hexdig[cp >> 12], hexdig[(cp >> 8) & 15],
+			    hexdig[(cp >> 4) & 15], hexdig[cp & 15], 0 };
+			put(o, ue, 6);
+			i += 2;
 		} else if (fmt == LOG_FORMAT_JSON && c == 0xc2 && i + 1 < cut &&
 		    (unsigned char)v[i + 1] >= 0x80 && (unsigned char)v[i + 1] <= 0x9f) {
 			/* A C1 control in UTF-8: escaped as the character it is. */

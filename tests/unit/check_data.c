@@ -239,6 +239,17 @@ START_TEST(test_bytes_count)
 	    "end: consumed %zu produced %zu", consumed, produced);
 	ck_assert_msg(ds.bytes == 8, "end: bytes %llu, want 8", (unsigned long long)ds.bytes);
 	ck_assert(!ds.seen_bare);
+
+	/* A limit checked between reads never counts a terminator held back:
+	 * "abc\r\n" is 5 octets at every split of the ".\r\n" after it. */
+	static const char *const cuts[] = { "abc\r\n.", "abc\r\n.\r" };
+	for (size_t k = 0; k < 2; k++) {
+		data_begin(&ds, BARE_NEWLINE_NORMALIZE);
+		ck_assert(data_feed(&ds, cuts[k], strlen(cuts[k]), out, sizeof(out), &consumed,
+		    &produced) == DATA_MORE);
+		ck_assert_msg(data_size(&ds) == 5, "cut %zu: size %llu, want 5", k,
+		    (unsigned long long)data_size(&ds));
+	}
 }
 END_TEST
 

@@ -30,6 +30,10 @@ static const struct log_case cases[] = {
 	 * a cut sequence, and U+009B (CSI, a C1 control) */
 	{ "8-bit not UTF-8", LOG_FORMAT_TEXT, V("\xe9\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80\xc3"),
 	  "session=s1 connect helo=\"\\xe9\\xc0\\xaf\\xed\\xa0\\x80\\xf4\\x90\\x80\\x80\\xc3\"\n" },
+	{ "line separator and bidi override escaped", LOG_FORMAT_TEXT, V("a\xe2\x80\xa8" "b\xe2\x80\xae" "c"),
+	  "session=s1 connect helo=\"a\\xe2\\x80\\xa8b\\xe2\\x80\\xaec\"\n" },
+	{ "json line separator and isolate escaped", LOG_FORMAT_JSON, V("a\xe2\x80\xa9" "b\xe2\x81\xa6"),
+	  "{\"session\":\"s1\",\"event\":\"connect\",\"helo\":\"a\\u2029b\\u2066\"}\n" },
 	{ "C1 control escaped", LOG_FORMAT_JSON, V("a\xc2\x9b" "31m"),
 	  "{\"session\":\"s1\",\"event\":\"connect\",\"helo\":\"a\\u009b31m\"}\n" },
 	{ "json plain", LOG_FORMAT_JSON, V("mx"), "{\"session\":\"s1\",\"event\":\"connect\",\"helo\":\"mx\"}\n" },
