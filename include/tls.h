@@ -18,8 +18,14 @@
 struct ssl_ctx_st;
 struct ssl_st;
 
-/* Server side, from the tls { } block; NULL and a reason in err on failure. */
-struct ssl_ctx_st *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz);
+/* The directive of a tls { } block a failure is about, for its FILE:LINE. */
+enum tls_part { TLS_PART_NONE, TLS_PART_PROTOCOLS, TLS_PART_CIPHERS, TLS_PART_CERTIFICATE,
+	TLS_PART_KEY };
+
+/* Server side, from the tls { } block; NULL, a reason in err and the
+ * directive at fault in *part on failure. */
+struct ssl_ctx_st *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz,
+    enum tls_part *part);
 /* Client side toward an upstream (verify, ca); NULL and a reason on failure. */
 struct ssl_ctx_st *tls_client_ctx_new(const struct config_upstream *u, char *err, size_t errsz);
 void tls_ctx_free(struct ssl_ctx_st *ctx);

@@ -536,8 +536,18 @@ global_tls(struct loader *L, const struct conf_stmt *st, void *ctx)
 		return -1;
 	}
 	char why[TLS_ERR_MAX];
-	if ((tls->ctx = tls_server_ctx_new(tls, why, sizeof why)) == NULL) {
-		err(L, st, "tls: %s", why);
+	enum tls_part part;
+	if ((tls->ctx = tls_server_ctx_new(tls, why, sizeof why, &part)) == NULL) {
+		/* At the line of the directive at fault, when there is one. */
+		static const char *const names[] = {
+			[TLS_PART_PROTOCOLS] = "protocols", [TLS_PART_CIPHERS] = "ciphers",
+			[TLS_PART_CERTIFICATE] = "certificate", [TLS_PART_KEY] = "key",
+		};
+		const struct conf_stmt *at = st;
+		for (size_t i = 0; part != TLS_PART_NONE && i < st->block->nstmts; i++)
+			if (strcmp(arg(&st->block->stmts[i], 0), names[part]) == 0)
+				at = &st->block->stmts[i];
+		err(L, at, "tls: %s", why);
 		return -1;
 	}
 	return 0;

@@ -65,10 +65,12 @@ static bool key_is_encrypted(const char *path)
 	return enc;
 }
 
-SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz)
+SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz,
+    enum tls_part *part)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
+	*part = TLS_PART_NONE;
 	if (!ctx) {
 		last_error("cannot create a TLS context", err, errsz);
 		return NULL;
@@ -85,18 +87,22 @@ SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz)
 	    SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	if (!set_protocols(ctx, t->protocols)) {
+		*part = TLS_PART_PROTOCOLS;
 		last_error("protocols", err, errsz);
 		goto fail;
 	}
 	if (t->ciphers && !SSL_CTX_set_cipher_list(ctx, t->ciphers)) {
+		*part = TLS_PART_CIPHERS;
 		last_error("ciphers", err, errsz);
 		goto fail;
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, t->certificate) != 1) {
+		*part = TLS_PART_CERTIFICATE;
 		last_error(t->certificate, err, errsz);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
+		*part = TLS_PART_KEY;
 		if (key_is_encrypted(t->key)) {
 			ERR_clear_error();
 			snprintf(err, errsz, "%s: the key is encrypted; smtpgate takes no passphrase",
@@ -107,6 +113,7 @@ SSL_CTX *tls_server_ctx_new(const struct config_tls *t, char *err, size_t errsz)
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
+		*part = TLS_PART_KEY;
 		last_error("the key does not match the certificate", err, errsz);
 		goto fail;
 	}

@@ -546,7 +546,8 @@ class ConfigTest(TLSBase):
         path, rc, out = self._check(self._lines(["certificate %s" % self.pki.cert,
                                                  "key %s" % enc]))
         self._assert_error_in_tls_block(path, rc, out)
-        self.assertIn("encrypted", out)
+        # at the key line, not the block's
+        self.assertIn("%s:4: tls: %s: the key is encrypted" % (path, enc), out)
         self.assertNotIn("pass phrase", out.lower())
 
     def test_missing_files(self):
