@@ -310,6 +310,14 @@ static void data_end(struct session *s)
 	}
 	sess_q_push(s, EX_DOT, 0);
 	sess_upstream_timer_again(s, s->cfg->timeout_data_ms);
+	/* RFC 5321 4.1.1.4: the end of data ends the transaction, whatever the
+	 * reply; commands pipelined behind the dot start a new one. */
+	free(s->msg_sender);
+	s->msg_sender = s->sender;
+	s->sender = NULL;
+	s->msg_rcpts = s->rcpts;
+	s->msg_size = s->ds.bytes;
+	sess_txn_reset(s);
 }
 
 bool sess_process_data(struct session *s)

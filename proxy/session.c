@@ -915,6 +915,7 @@ static void session_free(struct session *s)
 	free(s->user);
 	free(s->auth);
 	free(s->sender);
+	free(s->msg_sender);
 	config_unref(s->cfg);
 	if (s->prev)
 		s->prev->next = s->next;

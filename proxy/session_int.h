@@ -129,6 +129,12 @@ struct session {
 	enum txn txn;
 	uint16_t txn_seq;                /* bumped per transaction, to match late replies */
 	unsigned rcpts, rcpts_refused;
+	/* The message whose final dot awaits the MTA's reply: the transaction
+	 * itself ended at the dot, and what is pipelined behind it is judged
+	 * as a new one. */
+	char *msg_sender;
+	unsigned msg_rcpts;
+	uint64_t msg_size;
 	enum abort_reason abort;
 	unsigned aborts;                 /* bodies refused mid-stream so far */
 

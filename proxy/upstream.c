@@ -333,10 +333,10 @@ static void log_message(struct session *s, const char *r, size_t n)
 			break;
 		}
 	}
-	snprintf(size, sizeof size, "%llu", (unsigned long long)s->ds.bytes);
-	snprintf(rcpts, sizeof rcpts, "%u", s->rcpts);
+	snprintf(size, sizeof size, "%llu", (unsigned long long)s->msg_size);
+	snprintf(rcpts, sizeof rcpts, "%u", s->msg_rcpts);
 	struct log_field f[] = { FN("reply", r, n), FNUM("size", size), FNUM("rcpts", rcpts),
-		F("sender", s->sender), F("tls", s->tls ? tls_version(s->cssl) : NULL), FEND };
+		F("sender", s->msg_sender), F("tls", s->tls ? tls_version(s->cssl) : NULL), FEND };
 	log_event(s->id, "message", f);
 }
 
@@ -489,7 +489,8 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		if (code >= 200 && code < 300)
 			s->messages++;
 		metrics_inc(METRIC_MESSAGES_TOTAL, "result", code < 300 ? "accepted" : "rejected", NULL);
-		sess_txn_reset(s);
+		free(s->msg_sender);
+		s->msg_sender = NULL;
 		break;
 	case EX_AUTH:
 		sess_client_out(s, r, n);

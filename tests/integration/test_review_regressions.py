@@ -368,3 +368,41 @@ class StalledBodyTest(GateTestCase):
         self.assertTrue(gate.wait_event("upstream_timeout"), gate.log_text())
         self.assertFalse(rec.messages())
         t.join(timeout=5)
+
+
+class AfterTheDotTest(GateTestCase):
+    """SPEC 3.6: what follows the real end is parsed as commands under
+    every rule and limit.  The end of data ends the transaction (RFC 5321
+    4.1.1.4), so a MAIL pipelined behind the dot starts a new one, judged
+    afresh, whether or not the MTA has answered the dot yet."""
+
+    def _run(self, mode):
+        rec = self.start_recorder(mode=mode)
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port],
+                             globals_=["max_recipients 2", "max_message_size 1K"])
+        c = self.greet(gate.port, timeout=15)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<r1@test.example>\r\n"
+               b"RCPT TO:<r2@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(4)], [250, 250, 250, 354])
+        c.send(b"Subject: one\r\n\r\nfirst\r\n.\r\n"
+               b"MAIL FROM:<big@x.example> SIZE=999999\r\n"
+               b"MAIL FROM:<e@x.example>\r\nRCPT TO:<s1@test.example>\r\n"
+               b"RCPT TO:<s2@test.example>\r\nRCPT TO:<s3@test.example>\r\nDATA\r\n")
+        r = c.read_replies(7, timeout=15)
+        self.assertEqual([x.code for x in r], [250, 552, 250, 250, 250, 452, 354], r)
+        c.send(b"Subject: two\r\n\r\nsecond\r\n.\r\n")
+        self.assertEqual(c.read_reply(timeout=15).code, 250)
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        msgs = rec.wait_messages(2)
+        self.assertEqual([m.mail for m in msgs], [b"MAIL FROM:<a@x.example>", b"MAIL FROM:<e@x.example>"])
+        self.assertEqual([len(m.rcpts) for m in msgs], [2, 2])
+        self.assertFalse([x for x in rec.all_commands() if b"big@" in x])
+        ev = gate.wait_event("message", n=2)
+        self.assertEqual([(e.get("sender"), e.get("rcpts")) for e in ev],
+                         [("a@x.example", "2"), ("e@x.example", "2")], ev)
+
+    def test_new_transaction_behind_the_dot(self):
+        self._run("normal")
+
+    def test_new_transaction_behind_the_dot_slow_mta(self):
+        self._run("slow")
