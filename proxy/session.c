@@ -223,7 +223,7 @@ unsigned sess_addr_port(const struct sockaddr *sa)
 }
 
 /* An IPv4 client seen through an IPv6 socket is an IPv4 client. */
-static void fold_mapped(struct sockaddr_storage *ss, socklen_t *len)
+void sess_fold_mapped(struct sockaddr_storage *ss, socklen_t *len)
 {
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
 	if (ss->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
@@ -290,7 +290,7 @@ static bool process_proxy_header(struct session *s)
 		s->peerlen = r.srclen;
 		s->local = r.dst;
 		s->locallen = r.dstlen;
-		fold_mapped(&s->peer, &s->peerlen);
+		sess_fold_mapped(&s->peer, &s->peerlen);
 		format_addr((const struct sockaddr *)&s->peer, s->ip, sizeof s->ip);
 	}
 	client_accepted(s);
@@ -859,7 +859,7 @@ void session_start(struct ev_loop *loop, int fd, const struct sockaddr *peer,
 	s->started = now_s();
 	memcpy(&s->peer, peer, peerlen);
 	s->peerlen = peerlen;
-	fold_mapped(&s->peer, &s->peerlen);
+	sess_fold_mapped(&s->peer, &s->peerlen);
 	format_addr((const struct sockaddr *)&s->peer, s->ip, sizeof s->ip);
 	/* Only a PROXY header toward the MTA needs the address the client reached. */
 	enum forward_mode fw = lis->upstream->forward;
@@ -867,7 +867,7 @@ void session_start(struct ev_loop *loop, int fd, const struct sockaddr *peer,
 		s->locallen = sizeof s->local;
 		if (getsockname(fd, (struct sockaddr *)&s->local, &s->locallen) < 0)
 			s->locallen = 0;
-		fold_mapped(&s->local, &s->locallen);
+		sess_fold_mapped(&s->local, &s->locallen);
 	}
 
 	ev_io_init(&s->crd, on_client_read, fd, EV_READ);

@@ -163,6 +163,8 @@ void sess_end(struct session *s, const char *reply);
 void sess_client_timer_again(struct session *s);
 void sess_upstream_timer_again(struct session *s, uint64_t ms);
 void sess_upstream_tls_failed(struct session *s, const char *why);
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) becomes the IPv4 one. */
+void sess_fold_mapped(struct sockaddr_storage *ss, socklen_t *len);
 unsigned sess_addr_port(const struct sockaddr *sa);
 int sess_set_nonblock_nodelay(int fd);
 void sess_txn_reset(struct session *s);

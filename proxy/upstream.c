@@ -228,6 +228,35 @@ void sess_upstream_try(struct session *s)
 }
 
 /*
+ * A PROXY header speaks one family.  A client folded to IPv4 behind an IPv6
+ * destination (a dual-stack balancer says ::ffff:a.b.c.d for both) goes as
+ * IPv4 when the destination folds too, else both go as IPv6.
+ */
+static void same_family(struct sockaddr_storage *src, struct sockaddr_storage *dst)
+{
+	socklen_t len = sizeof *dst;
+
+	if (src->ss_family == dst->ss_family)
+		return;
+	if (src->ss_family == AF_INET)
+		sess_fold_mapped(dst, &len);
+	if (src->ss_family == dst->ss_family)
+		return;
+	struct sockaddr_storage *v4 = src->ss_family == AF_INET ? src :
+	    dst->ss_family == AF_INET ? dst : NULL;
+	if (!v4)
+		return;
+	struct sockaddr_in s4;
+	memcpy(&s4, v4, sizeof s4);
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = s4.sin_port };
+	s6.sin6_addr.s6_addr[10] = 0xff;
+	s6.sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&s6.sin6_addr.s6_addr[12], &s4.sin_addr, 4);
+	memset(v4, 0, sizeof *v4);
+	memcpy(v4, &s6, sizeof s6);
+}
+
+/*
  * The connect is under way: queue what the MTA must hear first and wait for
  * its 220.  There is no separate wait for the connect to finish: a refused
  * connect shows up as an error on the first read or write, which fails over
@@ -240,8 +269,10 @@ void sess_upstream_connected(struct session *s)
 	s->up = UP_BANNER;
 	if (u->forward == FORWARD_PROXY_V1 || u->forward == FORWARD_PROXY_V2) {
 		char hdr[PROXYPROTO_V2_MAX];
+		struct sockaddr_storage src = s->peer, dst = s->local;
+		same_family(&src, &dst);
 		long n = proxyproto_build(u->forward == FORWARD_PROXY_V1 ? 1 : 2,
-		    (const struct sockaddr *)&s->peer, (const struct sockaddr *)&s->local,
+		    (const struct sockaddr *)&src, (const struct sockaddr *)&dst,
 		    hdr, sizeof hdr);
 		if (n < 0) {
 			sess_upstream_failed(s, "cannot build PROXY header");

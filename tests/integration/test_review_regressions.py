@@ -10,7 +10,7 @@ import socket
 import struct
 import time
 
-from harness import GateTestCase, SMTPClient
+from harness import GateTestCase, SMTPClient, wait_until
 from tlsutil import shared_pki, starttls_wrap
 
 MSG = b"Subject: r\r\n\r\nbody\r\n"
@@ -406,3 +406,32 @@ class AfterTheDotTest(GateTestCase):
 
     def test_new_transaction_behind_the_dot_slow_mta(self):
         self._run("slow")
+
+
+class ProxyFamilyTest(GateTestCase):
+    """A dual-stack balancer gives IPv4 clients as ::ffff:a.b.c.d; the
+    PROXY header toward the MTA must still carry them (one family per
+    header)."""
+
+    def _forward(self, header, version):
+        rec = self.start_recorder(expect_proxy=True)
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], forward="proxy-v%d" % version,
+                             listen=["proxy_protocol on"])
+        c = self.client(gate.port)
+        c.send(header)
+        r = c.read_reply()
+        self.assertEqual(r.code, 220, "%r; log:\n%s" % (r, gate.log_text()[-1500:]))
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        self.assertTrue(wait_until(lambda: rec.conns and rec.conns[0].proxy_header, 5))
+        return rec.conns[0].proxy_header
+
+    def test_mapped_client_and_destination_go_as_ipv4(self):
+        got = self._forward(b"PROXY TCP6 ::ffff:198.51.100.9 ::ffff:192.0.2.1 4321 25\r\n", 1)
+        self.assertEqual(got, b"PROXY TCP4 198.51.100.9 192.0.2.1 4321 25\r\n")
+
+    def test_mapped_client_behind_ipv6_destination_goes_as_ipv6(self):
+        got = self._forward(b"PROXY TCP6 ::ffff:198.51.100.9 2001:db8::1 4321 25\r\n", 1)
+        self.assertEqual(got, b"PROXY TCP6 ::ffff:198.51.100.9 2001:db8::1 4321 25\r\n")
+        got2 = self._forward(b"PROXY TCP6 ::ffff:198.51.100.9 2001:db8::1 4321 25\r\n", 2)
+        self.assertTrue(got2.startswith(b"\r\n\r\n\x00\r\nQUIT\n\x21\x21"), got2)   # v2, PROXY, TCP over IPv6
+        self.assertEqual(got2[16 + 12:16 + 16], bytes([198, 51, 100, 9]))
