@@ -832,6 +832,8 @@ void session_start(struct ev_loop *loop, int fd, const struct sockaddr *peer,
 		close(fd);
 		log_event(NULL, "refuse_max_sessions", (struct log_field[]){ F("ip", ip),
 		    F("listener", lis->addr.text), FEND });
+		metrics_inc(METRIC_REFUSALS_TOTAL, "stage", "connect", "name", "max_sessions",
+		    "action", "close", NULL);
 		return;
 	}
 	struct session *s = calloc(1, sizeof *s);

@@ -100,3 +100,13 @@ class MetricsTest(GateTestCase):
         finally:
             for s in idle:
                 s.close()
+
+    def test_max_sessions_refusals_counted(self):
+        sink = self.start_sink()
+        gate, mport = self._gate(["127.0.0.1:%d" % sink.port], globals_=["max_sessions 1"])
+        held = self.greet(gate.port)
+        c = self.client(gate.port)
+        self.assertTrue(c.read_reply().raw.startswith(b"421 4.3.2"))
+        series = 'smtpgate_refusals_total{stage="connect",name="max_sessions",action="close"}'
+        self.assertTrue(wait_until(lambda: value(scrape(mport), series) == 1, 5), scrape(mport))
+        held.cmd("QUIT")
