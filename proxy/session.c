@@ -393,6 +393,17 @@ static bool flush_client(struct session *s)
 	return wrote;
 }
 
+/*
+ * Past the banner but short of the first READY (EHLO, STARTTLS, XCLIENT
+ * toward the MTA): the client has had no banner yet, so a server failing
+ * now can still give way to the next one, as at connect.
+ */
+static bool upstream_preparing(const struct session *s)
+{
+	return !s->replay && s->up != UP_NONE && s->up != UP_BANNER &&
+	    s->up != UP_REPLAY && s->up != UP_READY;
+}
+
 static bool flush_upstream(struct session *s)
 {
 	bool wrote = false;
@@ -403,7 +414,7 @@ static bool flush_upstream(struct session *s)
 		if (n == -2)
 			return wrote;
 		if (n <= 0) {
-			if (s->up == UP_BANNER) {
+			if (s->up == UP_BANNER || upstream_preparing(s)) {
 				sess_upstream_failed(s, n < 0 ? strerror(errno) : "closed");
 				return wrote;
 			}
@@ -415,6 +426,10 @@ static bool flush_upstream(struct session *s)
 		buf_drop(&s->uout, (size_t)n);
 		wrote = true;
 	}
+	/* A reply is awaited from when its command (or final dot) reached the
+	 * MTA, not from when it was parsed: an MTA still taking bytes is alive. */
+	if (wrote && s->up == UP_READY && s->q_upstream > 0 && ev_is_active(&s->utimer))
+		ev_timer_again(s->loop, &s->utimer);
 	return wrote;
 }
 
@@ -637,17 +652,6 @@ static void client_read(struct session *s)
 	} else if (s->state == ST_COMMAND || s->state == ST_AUTH || s->state == ST_DATA) {
 		sess_client_timer_again(s);
 	}
-}
-
-/*
- * Past the banner but short of the first READY (EHLO, STARTTLS, XCLIENT
- * toward the MTA): the client has had no banner yet, so a server failing
- * now can still give way to the next one, as at connect.
- */
-static bool upstream_preparing(const struct session *s)
-{
-	return !s->replay && s->up != UP_NONE && s->up != UP_BANNER &&
-	    s->up != UP_REPLAY && s->up != UP_READY;
 }
 
 static void upstream_read(struct session *s)
