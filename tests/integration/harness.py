@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -395,6 +396,7 @@ class RecordingMTA:
                            rcvbuf set, the body backs up into smtpgate)
           "ignore_rset"  - never answers RSET (and reads on)
           "close_in_setup" - greets, then closes at XCLIENT or STARTTLS
+          "rst_after_banner" - greets, then resets the connection at once
           "early_reply"  - answers 552 in the middle of the body, and not
                            the final dot (out of step, as a broken MTA is)
     """
@@ -526,6 +528,10 @@ class RecordingMTA:
                     pass
                 return
             send(self.banner)
+            if self.mode == "rst_after_banner":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+                return
             mail, rcpts = None, []
             while True:
                 line = read_line()

@@ -318,6 +318,21 @@ class SetupFailoverTest(GateTestCase):
         ev = gate.wait_event("upstream_error")
         self.assertIn("127.0.0.1:%d" % bad.port, ev[0].get("server"), ev)
 
+    def test_mta_resetting_after_its_banner_gives_way_to_the_next(self):
+        """The reset shows up on smtpgate's XCLIENT write or on its next
+        read, whichever comes first: either way the next server serves."""
+        xehlo = ["rec.test", "PIPELINING", "XCLIENT NAME ADDR PROTO HELO LOGIN"]
+        for _ in range(3):
+            bad = self.start_recorder(mode="rst_after_banner", ehlo=xehlo)
+            good = self.start_recorder(ehlo=xehlo)
+            gate = self.gate_for(["127.0.0.1:%d" % bad.port, "127.0.0.1:%d" % good.port],
+                                 forward="xclient")
+            c = self.client(gate.port)
+            r = c.read_reply()
+            self.assertEqual(r.code, 220, "%r\n%s" % (r, gate.log_text()[-1500:]))
+            self.assertIn(good.token, r.text, r)
+            self.assertEqual(c.cmd("QUIT").code, 221)
+
     def test_every_server_closing_during_setup_is_unavailable(self):
         xehlo = ["rec.test", "PIPELINING", "XCLIENT NAME ADDR PROTO HELO LOGIN"]
         bad = self.start_recorder(mode="close_in_setup", ehlo=xehlo)
