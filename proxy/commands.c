@@ -297,6 +297,7 @@ static void data_aborted(struct session *s)
 	}
 	s->replay = true;
 	s->server = 0;
+	s->up_tls_failed = false;       /* a new round over the servers */
 	sess_upstream_try(s);
 }
 

@@ -394,14 +394,15 @@ static bool flush_client(struct session *s)
 }
 
 /*
- * Past the banner but short of the first READY (EHLO, STARTTLS, XCLIENT
- * toward the MTA): the client has had no banner yet, so a server failing
- * now can still give way to the next one, as at connect.
+ * Past the banner but short of READY (EHLO, STARTTLS, XCLIENT toward the
+ * MTA): no reply of this connection has reached the client (its banner, or
+ * during a reconnect nothing at all), so a server failing now can still give
+ * way to the next one, as at connect.
  */
 static bool upstream_preparing(const struct session *s)
 {
-	return !s->replay && s->up != UP_NONE && s->up != UP_BANNER &&
-	    s->up != UP_REPLAY && s->up != UP_READY;
+	return s->up != UP_NONE && s->up != UP_BANNER && s->up != UP_REPLAY &&
+	    s->up != UP_READY;
 }
 
 static bool flush_upstream(struct session *s)
@@ -426,10 +427,6 @@ static bool flush_upstream(struct session *s)
 		buf_drop(&s->uout, (size_t)n);
 		wrote = true;
 	}
-	/* A reply is awaited from when its command (or final dot) reached the
-	 * MTA, not from when it was parsed: an MTA still taking bytes is alive. */
-	if (wrote && s->up == UP_READY && s->q_upstream > 0 && ev_is_active(&s->utimer))
-		ev_timer_again(s->loop, &s->utimer);
 	return wrote;
 }
 

@@ -42,9 +42,9 @@ static void send_ehlo(struct session *s, const char *name)
 #define REPLY_UPSTREAM_TLS "421 4.7.0 TLS toward the mail server failed, try again later"
 
 /*
- * Before the client's banner, a server that fails TLS gives way to the next,
- * as a failed connect does (one bad certificate must not stop all mail).
- * After it (a reconnect mid-session) the session ends.
+ * A server that fails TLS gives way to the next, as a failed connect does
+ * (one bad certificate must not stop all mail), at the start of a session
+ * and in a reconnect alike.
  */
 void sess_upstream_tls_failed(struct session *s, const char *why)
 {
@@ -53,10 +53,6 @@ void sess_upstream_tls_failed(struct session *s, const char *why)
 
 	log_event(s->id, "upstream_tls_error", f);
 	sess_upstream_error(s);
-	if (s->replay) {
-		sess_end(s, REPLY_UPSTREAM_TLS);
-		return;
-	}
 	s->up_tls_failed = true;
 	sess_upstream_close(s);
 	s->server++;

@@ -397,6 +397,7 @@ class RecordingMTA:
           "ignore_rset"  - never answers RSET (and reads on)
           "close_in_setup" - greets, then closes at XCLIENT or STARTTLS
           "rst_after_banner" - greets, then resets the connection at once
+          "mute_after_ehlo" - answers EHLO, then reads on and answers nothing
           "early_reply"  - answers 552 in the middle of the body, and not
                            the final dot (out of step, as a broken MTA is)
     """
@@ -543,6 +544,8 @@ class RecordingMTA:
                 verb = (cmdline.split(None, 1) or [b""])[0].upper()
                 if verb in (b"XCLIENT", b"STARTTLS") and self.mode == "close_in_setup":
                     return
+                if self.mode == "mute_after_ehlo" and verb != b"EHLO":
+                    continue
                 if verb == b"EHLO":
                     lines = self.ehlo + (["AUTH PLAIN LOGIN"] if self.auth else [])
                     for i, l in enumerate(lines):

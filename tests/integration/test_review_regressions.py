@@ -450,3 +450,30 @@ class ProxyFamilyTest(GateTestCase):
         got2 = self._forward(b"PROXY TCP6 ::ffff:198.51.100.9 2001:db8::1 4321 25\r\n", 2)
         self.assertTrue(got2.startswith(b"\r\n\r\n\x00\r\nQUIT\n\x21\x21"), got2)   # v2, PROXY, TCP over IPv6
         self.assertEqual(got2[16 + 12:16 + 16], bytes([198, 51, 100, 9]))
+
+
+
+class HungMTATest(GateTestCase):
+
+    def test_pipelined_commands_do_not_stretch_the_reply_timeout(self):
+        """Each reply is awaited for `timeout command` from when it is owed:
+        commands the client keeps sending to a hung MTA must not restart
+        the wait."""
+        rec = self.start_recorder(mode="mute_after_ehlo")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], globals_=["timeout command 2s"])
+        c = self.greet(gate.port, timeout=15)
+        t0 = time.monotonic()
+        c.send(b"NOOP\r\n")
+        got = b""
+        while time.monotonic() - t0 < 12:
+            time.sleep(0.7)
+            try:
+                c.send(b"NOOP\r\n")
+            except OSError:
+                break
+            data, closed = c.read_until_close(timeout=0.01)
+            got += data
+            if closed or b"421" in got:
+                break
+        self.assertIn(b"421 4.4.2", got)
+        self.assertLess(time.monotonic() - t0, 6.0, "421 only after %.1fs" % (time.monotonic() - t0))

@@ -691,6 +691,27 @@ class UpstreamTLSTest(TLSBase):
         ok = gate.wait_event("upstream_tls", timeout=5)
         self.assertEqual(ok[0].get("server"), "127.0.0.1:%d" % self.pf.port, ok)
 
+    def test_reconnect_after_refused_body_also_fails_over(self):
+        """After a body refused mid-stream smtpgate reconnects, from the
+        first server again: one that fails TLS must give way there too."""
+        notls = self.start_recorder()          # offers no STARTTLS
+        gate = self.gate_for(["127.0.0.1:%d" % notls.port, "127.0.0.1:%d" % self.pf.port],
+                             upstream=["starttls on", "verify off"], connect_timeout="5s",
+                             globals_=["max_message_size 1K"])
+        c = self.client(gate.port, timeout=20)
+        self.assertEqual(c.read_reply().code, 220)
+        self.assertEqual(c.cmd("EHLO client.test").code, 250)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.read_replies(3)], [250, 250, 354])
+        c.send(b"x" * 998 + b"\r\n" + b"y" * 998 + b"\r\n.\r\n")
+        r = c.read_reply(timeout=20)
+        self.assertTrue(r.raw.startswith(b"552 5.3.4"), r)
+        r = self.send_message(c)
+        self.assertTrue(re.search(r"queued as ([0-9A-Za-z]+)", r.last), "%r\n%s" % (r, gate.log_text()[-2000:]))
+        self.assertEqual(c.cmd("QUIT").code, 221)
+        errs = [e.get("server") for e in gate.events("upstream_tls_error")]
+        self.assertEqual(errs, ["127.0.0.1:%d" % notls.port] * 2, gate.log_text()[-2000:])
+
     def test_upstream_starttls_verify_off(self):
         # verify off: any certificate will do (here: one from an unknown CA)
         gate = self.up_gate(self.pf.port, ["starttls on", "verify off",
