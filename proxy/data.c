@@ -130,8 +130,7 @@ step(struct data_state *ds, struct emitter *e, char c)
 				ds->seen_bare = true;
 				put(e, "..\r\n", 4);
 				ds->st = ST_BARE_START;
-				e->dots++;
-				return false;
+				return false;     /* the MTA keeps this dot: content */
 			}
 			/* An ordinary line (or one the client stuffed, "..x"),
 			 * passed on unchanged. */
@@ -149,11 +148,11 @@ step(struct data_state *ds, struct emitter *e, char c)
 				return true;
 			}
 			ds->seen_bare = true;
-			e->dots++;
 			if (norm) {
-				put(e, "..\r\n", 4);
+				put(e, "..\r\n", 4);   /* the MTA keeps one dot */
 				ds->st = ST_BARE_START;
 			} else {
+				e->dots++;
 				put(e, ".\r", 2);
 				ds->st = ST_MID;
 			}
