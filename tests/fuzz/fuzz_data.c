@@ -75,7 +75,9 @@ static void
 check(enum bare_newline mode, const char *in, const struct run *r)
 {
 	if (r->end) {
-		REQUIRE(r->bytes + DOT_LINE_LEN == r->consumed);
+		/* the size leaves out the terminator and transparency dots
+		 * (RFC 1870); exact counts are in tests/unit/check_data.c */
+		REQUIRE(r->bytes + DOT_LINE_LEN <= r->consumed);
 		REQUIRE(memcmp(in + r->consumed - DOT_LINE_LEN, ".\r\n", DOT_LINE_LEN) == 0);
 		REQUIRE(r->outlen == DOT_LINE_LEN ||
 		    (r->outlen >= TERM_LEN && memcmp(r->out + r->outlen - TERM_LEN, TERM, TERM_LEN) == 0));
