@@ -12,6 +12,7 @@
 
 #define SMTP_LINE_MAX 512           /* RFC 5321 §4.5.3.1.4, with CRLF */
 #define SMTP_LINE_MAX_PARAMS 4096   /* MAIL/RCPT/AUTH with ESMTP parameters */
+#define SMTP_AUTH_LINE_MAX 12288    /* an answer inside AUTH (RFC 4954 §4), with CRLF */
 #define SMTP_PATH_MAX 256           /* RFC 5321 §4.5.3.1.3 */
 #define SMTP_REPLY_LINE_MAX 2048    /* one upstream reply line, with CRLF */
 #define SMTP_REPLY_MAX 16384        /* one whole (multi-line) upstream reply */
@@ -21,7 +22,7 @@
 enum smtp_line_status {
 	SMTP_LINE_AGAIN,      /* no complete line yet: read more, call again */
 	SMTP_LINE_OK,         /* a line of *linelen bytes (CRLF excluded) */
-	SMTP_LINE_TOO_LONG,   /* over SMTP_LINE_MAX_PARAMS; the line is discarded up to its LF */
+	SMTP_LINE_TOO_LONG,   /* over the limit (lp->max); the line is discarded up to its LF */
 	SMTP_LINE_BAD,        /* NUL, bare CR or bare LF inside the line; discarded */
 };
 
@@ -31,6 +32,7 @@ enum smtp_line_status {
  * it has scanned so each byte is looked at once.  Zero it to start.
  */
 struct smtp_lineparser {
+	size_t max;           /* line limit with CRLF; 0 = SMTP_LINE_MAX_PARAMS */
 	size_t scanned;       /* bytes of the current line already scanned */
 	bool discarding;      /* inside an overlong line, skipping to LF */
 	bool bad;             /* the current line held a NUL or bare CR */

@@ -378,6 +378,9 @@ bool sess_process_commands(struct session *s)
 		if (buf_prepare(&s->uout) < UOUT_ROOM_MIN)
 			break;
 		size_t linelen, used;
+		/* An answer inside AUTH (a Kerberos or OAuth token) may be longer
+		 * than a command: RFC 4954 §4 asks for 12288 octets. */
+		s->lp.max = s->state == ST_AUTH ? SMTP_AUTH_LINE_MAX : 0;
 		enum smtp_line_status st = smtp_line_next(&s->lp, buf_head(&s->cin),
 		    buf_len(&s->cin), &linelen, &used);
 		switch (st) {

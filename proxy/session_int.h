@@ -31,7 +31,7 @@
 #include "tls.h"
 
 #define COUT_HIGH (BUF_SIZE / 4)         /* stop producing replies past this */
-#define UOUT_ROOM_MIN (SMTP_LINE_MAX_PARAMS + 2)
+#define UOUT_ROOM_MIN (SMTP_AUTH_LINE_MAX + 2) /* the longest line we forward, CRLF */
 #define DATA_ROOM_MIN 1024               /* less than this free: wait for the MTA */
 #define PUMP_ROUNDS_MAX 64               /* bound on one pump; watchers resume the rest */
 #define SESSION_ID_LEN 16

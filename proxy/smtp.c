@@ -68,9 +68,9 @@ smtp_line_next(struct smtp_lineparser *lp, const char *buf, size_t len,
 		}
 		if (after_cr || c == '\0')
 			lp->bad = true;
-		if (i + 1 >= SMTP_LINE_MAX_PARAMS) {
-			/* Without an LF in the first SMTP_LINE_MAX_PARAMS bytes the
-			 * line cannot end within the limit. */
+		if (i + 1 >= (lp->max ? lp->max : SMTP_LINE_MAX_PARAMS)) {
+			/* Without an LF within the limit the line cannot end
+			 * within it. */
 			*consumed = i + 1;
 			lp->scanned = 0;
 			lp->bad = false;

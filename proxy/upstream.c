@@ -537,6 +537,23 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		sess_client_out(s, r, n);
 		break;
 	}
+	if (code == 421) {
+		/*
+		 * RFC 5321 3.8: the MTA is closing the channel.  Its 421 is the
+		 * client's last word too: the commands behind it get no answer
+		 * of ours, and its close is no "connection lost" to add.
+		 */
+		if (ex == EX_SILENT)
+			sess_client_out(s, r, n);
+		while (sess_q_head(s)) {
+			if (sess_q_head(s)->expect == EX_LOCAL)
+				buf_drop(&s->lq, sess_q_head(s)->len);
+			sess_q_pop(s);
+		}
+		sess_upstream_close(s);
+		sess_end(s, NULL);
+		return;
+	}
 	sess_flush_local(s);
 	if (s->q_upstream) {
 		p = sess_q_head(s);

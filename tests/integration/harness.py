@@ -398,6 +398,7 @@ class RecordingMTA:
           "close_in_setup" - greets, then closes at XCLIENT or STARTTLS
           "rst_after_banner" - greets, then resets the connection at once
           "mute_after_ehlo" - answers EHLO, then reads on and answers nothing
+          "close_421_rcpt" - answers a RCPT with 421 and closes
           "early_reply"  - answers 552 in the middle of the body, and not
                            the final dot (out of step, as a broken MTA is)
     """
@@ -561,6 +562,9 @@ class RecordingMTA:
                         continue
                     mail, rcpts = cmdline, []
                     send("250 2.1.0 Ok")
+                elif verb == b"RCPT" and self.mode == "close_421_rcpt":
+                    send("421 4.3.2 Shutting down")
+                    return
                 elif verb == b"RCPT":
                     if mail is None:
                         send("503 5.5.1 Error: need MAIL command")

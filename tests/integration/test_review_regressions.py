@@ -477,3 +477,42 @@ class HungMTATest(GateTestCase):
                 break
         self.assertIn(b"421 4.4.2", got)
         self.assertLess(time.monotonic() - t0, 6.0, "421 only after %.1fs" % (time.monotonic() - t0))
+
+
+
+class MTA421Test(GateTestCase):
+
+    def test_mta_421_is_the_last_word(self):
+        """RFC 5321 3.8: a 421 closes the channel.  The client gets the
+        MTA's 421 once, nothing after it: no second 421 of ours for the
+        close, no local answers for commands pipelined behind it."""
+        rec = self.start_recorder(mode="close_421_rcpt")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        c = self.greet(gate.port)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@test.example>\r\n"
+               b"RCPT TO:<c@test.example>\r\nDATA\r\n")
+        data, closed = c.read_until_close(timeout=8.0)
+        self.assertTrue(closed, data)
+        self.assertEqual(data, b"250 2.1.0 Ok\r\n421 4.3.2 Shutting down\r\n")
+
+
+class LongAuthAnswerTest(GateTestCase):
+
+    def test_auth_answer_up_to_12288_octets(self):
+        """RFC 4954 4: answers inside AUTH (Kerberos, OAuth tokens) may be
+        up to 12288 octets, longer than a command line."""
+        import base64
+        rec = self.start_recorder(auth=True)
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        c = self.greet(gate.port)
+        self.assertEqual(c.cmd("AUTH LOGIN").code, 334)
+        big = base64.b64encode(b"u" * 9000)          # 12,000 octets
+        self.assertEqual(len(big), 12000)
+        self.assertEqual(c.cmd(big).code, 334)
+        self.assertEqual(c.cmd(base64.b64encode(b"good")).code, 235)
+        # one octet past the limit: the exchange is cancelled toward the MTA
+        c2 = self.greet(gate.port)
+        self.assertEqual(c2.cmd("AUTH LOGIN").code, 334)
+        r = c2.cmd(b"A" * 12287)
+        self.assertTrue(r.raw.startswith(b"501 5.7.0"), r)
+        self.assertEqual(c2.cmd("NOOP").code, 250)

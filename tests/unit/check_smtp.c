@@ -183,6 +183,18 @@ START_TEST(test_line_too_long_early)
 	ck_assert_msg(st == SMTP_LINE_AGAIN && consumed == 2, "end of discard: got %d/%zu", st, consumed);
 	st = smtp_line_next(&lp, "QUIT\r\n", 6, &linelen, &consumed);
 	ck_assert_msg(st == SMTP_LINE_OK && linelen == 4 && consumed == 6, "resumed: got %d", st);
+
+	/* Inside AUTH the caller raises the limit to RFC 4954's 12288. */
+	static char big[SMTP_AUTH_LINE_MAX + 2];
+	memset(big, 'B', sizeof(big));
+	memcpy(big + SMTP_AUTH_LINE_MAX - 2, "\r\n", 2);
+	struct smtp_lineparser alp = { .max = SMTP_AUTH_LINE_MAX };
+	st = smtp_line_next(&alp, big, SMTP_AUTH_LINE_MAX, &linelen, &consumed);
+	ck_assert_msg(st == SMTP_LINE_OK && linelen == SMTP_AUTH_LINE_MAX - 2,
+	    "12286+CRLF: got %d/%zu", st, linelen);
+	memset(big, 'B', sizeof(big));
+	st = smtp_line_next(&alp, big, SMTP_AUTH_LINE_MAX, &linelen, &consumed);
+	ck_assert_msg(st == SMTP_LINE_TOO_LONG, "12288 without LF: got %d", st);
 }
 END_TEST
 
