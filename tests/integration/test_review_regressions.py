@@ -238,7 +238,7 @@ class SecondReviewTest(GateTestCase):
         and every later command gets its own reply."""
         rec = self.start_recorder(auth=True)
         gate = self.gate_for(["127.0.0.1:%d" % rec.port])
-        for bad in (b"dXNlcg\x00==\r\n", b"A" * 5000 + b"\r\n"):
+        for bad in (b"dXNlcg\x00==\r\n", b"A" * 13000 + b"\r\n"):
             c = self.greet(gate.port)
             self.assertEqual(c.cmd("AUTH LOGIN").code, 334)
             c.send(bad)
