@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
@@ -64,10 +65,10 @@ static int needs_quotes(const char *v, size_t n)
 
 /*
  * The length of the well-formed UTF-8 sequence of two or more bytes at p
- * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF) whose
- * code point is not a C1 control, or 0.
+ * (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF) and
+ * its code point in *cp, or 0.
  */
-static size_t utf8_printable(const unsigned char *p, size_t n)
+static size_t utf8_decode(const unsigned char *p, size_t n, unsigned *cp)
 {
 	size_t len;
 	unsigned lo = 0x80, hi = 0xbf;
@@ -82,9 +83,7 @@ static size_t utf8_printable(const unsigned char *p, size_t n)
 		return 0;
 	if (len > n)
 		return 0;
-	if (p[0] == 0xc2)
-		lo = 0xa0;                  /* U+0080..U+009F: C1 controls */
-	else if (p[0] == 0xe0)
+	if (p[0] == 0xe0)
 		lo = 0xa0;
 	else if (p[0] == 0xed)
 		hi = 0x9f;
@@ -94,66 +93,70 @@ static size_t utf8_printable(const unsigned char *p, size_t n)
 		hi = 0x8f;
 	if (p[1] < lo || p[1] > hi)
 		return 0;
-	for (size_t k = 2; k < len; k++)
-		if (p[k] < 0x80 || p[k] > 0xbf)
+	*cp = p[0] & (0x7fu >> len);
+	for (size_t k = 1; k < len; k++) {
+		if (k > 1 && (p[k] < 0x80 || p[k] > 0xbf))
 			return 0;
-	/* U+2028/2029 end lines for some readers, and the bidi embeddings and
-	 * isolates (U+202A-202E, U+2066-2069) can make a line read otherwise
-	 * than it is written: both are escaped like controls. */
-	if (p[0] == 0xe2 && ((p[1] == 0x80 && p[2] >= 0xa8 && p[2] <= 0xae) ||
-	    (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)))
-		return 0;
+		*cp = *cp << 6 | (p[k] & 0x3fu);
+	}
 	return len;
 }
 
-/* Escape so the value can never end the line or the JSON string early.
- * Well-formed UTF-8 (a name, an SMTPUTF8 address) is kept as it is. */
+/*
+ * Characters that are well-formed but unsafe in a log line: C1 controls,
+ * U+2028/2029 (line ends for some readers) and the bidi embeddings and
+ * isolates, which can make a line read otherwise than it is written.
+ */
+static bool unsafe_char(unsigned cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x2028 && cp <= 0x202e) ||
+	    (cp >= 0x2066 && cp <= 0x2069);
+}
+
+static void put_hex_escape(struct out *o, unsigned cp, enum log_format fmt)
+{
+	char esc[6];
+
+	if (fmt == LOG_FORMAT_JSON) {
+		esc[0] = '\\';
+		esc[1] = 'u';
+		for (int k = 0; k < 4; k++)
+			esc[2 + k] = hexdig[(cp >> (12 - 4 * k)) & 15];
+		put(o, esc, 6);
+	} else {
+		esc[0] = '\\';
+		esc[1] = 'x';
+		esc[2] = hexdig[(cp >> 4) & 15];
+		esc[3] = hexdig[cp & 15];
+		put(o, esc, 4);
+	}
+}
+
+/*
+ * Escape so the value can never end the line or the JSON string early.
+ * Well-formed UTF-8 (a name, an SMTPUTF8 address) is kept as it is; unsafe
+ * characters are escaped as the character (JSON) or as their bytes (text),
+ * and any other byte outside printable ASCII as itself.
+ */
 static void put_escaped(struct out *o, const char *v, size_t n, enum log_format fmt)
 {
 	size_t cut = n > LOG_VALUE_MAX ? LOG_VALUE_MAX : n;
 
 	for (size_t i = 0; i < cut; i++) {
 		unsigned char c = (unsigned char)v[i];
-		char esc[6];
-		size_t u = c >= 0x80 ? utf8_printable((const unsigned char *)v + i, cut - i) : 0;
-		if (u) {
+		unsigned cp = 0;
+		size_t u = c >= 0x80 ? utf8_decode((const unsigned char *)v + i, cut - i, &cp) : 0;
+		if (u && !unsafe_char(cp)) {
 			put(o, v + i, u);
 			i += u - 1;
+		} else if (u && fmt == LOG_FORMAT_JSON) {
+			put_hex_escape(o, cp, fmt);
+			i += u - 1;
 		} else if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
+			char esc[2] = { '\\', (char)c };
 			put(o, esc, 2);
-		} else if (fmt == LOG_FORMAT_JSON && c == 0xe2 && i + 2 < cut &&
-		    ((unsigned char)v[i + 1] & 0xc0) == 0x80 && ((unsigned char)v[i + 2] & 0xc0) == 0x80) {
-			/* A line separator or bidi control (see above), escaped
-			 * as the character it is. */
-			unsigned cp = 0x2000u | ((unsigned)((unsigned char)v[i + 1] & 0x3f) << 6) |
-			    ((unsigned char)v[i + 2] & 0x3f);
-			char ue[7] = { '\\', 'u', hexdig[cp >> 12], hexdig[(cp >> 8) & 15],
-			    hexdig[(cp >> 4) & 15], hexdig[cp & 15], 0 };
-			put(o, ue, 6);
-			i += 2;
-		} else if (fmt == LOG_FORMAT_JSON && c == 0xc2 && i + 1 < cut &&
-		    (unsigned char)v[i + 1] >= 0x80 && (unsigned char)v[i + 1] <= 0x9f) {
-			/* A C1 control in UTF-8: escaped as the character it is. */
-			c = (unsigned char)v[++i];
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hexdig[c >> 4];
-			esc[5] = hexdig[c & 15];
-			put(o, esc, 6);
 		} else if (c < 0x20 || c >= 0x7f) {
-			if (fmt == LOG_FORMAT_JSON) {
-				memcpy(esc, "\\u00", 4);
-				esc[4] = hexdig[c >> 4];
-				esc[5] = hexdig[c & 15];
-				put(o, esc, 6);
-			} else {
-				esc[0] = '\\';
-				esc[1] = 'x';
-				esc[2] = hexdig[c >> 4];
-				esc[3] = hexdig[c & 15];
-				put(o, esc, 4);
-			}
+			put_hex_escape(o, c, fmt);
 		} else {
 			putc1(o, (char)c);
 		}

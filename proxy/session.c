@@ -107,6 +107,18 @@ void sess_q_pop(struct session *s)
 	s->qlen--;
 }
 
+/* Forget every pending answer, local ones with their text. */
+void sess_q_drop_all(struct session *s)
+{
+	struct pending *p;
+
+	while ((p = sess_q_head(s))) {
+		if (p->expect == EX_LOCAL)
+			buf_drop(&s->lq, p->len);
+		sess_q_pop(s);
+	}
+}
+
 void sess_q_push(struct session *s, enum expect ex, size_t len)
 {
 	if (s->qlen == SESSION_PENDING_MAX) {
@@ -722,6 +734,13 @@ static void on_upstream_write(struct ev_loop *loop, ev_io *w, int revents)
 	sess_pump(s);
 }
 
+static void upstream_timed_out(struct session *s)
+{
+	log_event(s->id, "upstream_timeout", NULL);
+	sess_upstream_error(s);
+	sess_end(s, "421 4.4.2 Upstream timeout");   /* cuts a body without its dot */
+}
+
 static void on_client_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct session *s = w->data;
@@ -746,10 +765,7 @@ static void on_client_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		if (s->state == ST_DATA && s->ufd >= 0 && buf_len(&s->uout) > 0) {
 			/* The body stood still because the MTA took none of it:
 			 * its stall, not the client's, and the log says so. */
-			log_event(s->id, "upstream_timeout", NULL);
-			sess_upstream_error(s);
-			sess_upstream_close(s);
-			sess_end(s, "421 4.4.2 Upstream timeout");
+			upstream_timed_out(s);
 			break;
 		}
 		log_event(s->id, "timeout", (struct log_field[]){ F("state", state_names[s->state]), FEND });
@@ -789,9 +805,7 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 				sess_upstream_failed(s, "timeout during the set-up");
 			break;
 		}
-		log_event(s->id, "upstream_timeout", NULL);
-		sess_upstream_error(s);
-		sess_end(s, "421 4.4.2 Upstream timeout");
+		upstream_timed_out(s);
 		break;
 	}
 	sess_pump(s);

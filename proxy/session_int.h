@@ -154,6 +154,7 @@ void sess_set_state(struct session *s, enum state st);
 void sess_fill_facts(struct session *s, struct policy_facts *f);
 struct pending *sess_q_head(struct session *s);
 void sess_q_pop(struct session *s);
+void sess_q_drop_all(struct session *s);
 void sess_q_push(struct session *s, enum expect ex, size_t len);
 void sess_client_out(struct session *s, const char *p, size_t n);
 void sess_flush_local(struct session *s);

@@ -164,12 +164,7 @@ void sess_upstream_close(struct session *s)
 	 * since the client would pair them with the wrong commands.
 	 */
 	sess_flush_local(s);
-	while (s->qlen) {
-		struct pending *p = sess_q_head(s);
-		if (p->expect == EX_LOCAL)
-			buf_drop(&s->lq, p->len);
-		sess_q_pop(s);
-	}
+	sess_q_drop_all(s);
 }
 
 void sess_upstream_error(struct session *s)
@@ -383,7 +378,6 @@ static void unsolicited_reply(struct session *s, const char *r, size_t n, int co
 		sess_client_out(s, r, n);
 	else
 		sess_upstream_error(s);
-	sess_upstream_close(s);
 	sess_end(s, code == 421 ? NULL : "421 4.4.2 Upstream protocol error");
 }
 
@@ -545,12 +539,7 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		 */
 		if (ex == EX_SILENT)
 			sess_client_out(s, r, n);
-		while (sess_q_head(s)) {
-			if (sess_q_head(s)->expect == EX_LOCAL)
-				buf_drop(&s->lq, sess_q_head(s)->len);
-			sess_q_pop(s);
-		}
-		sess_upstream_close(s);
+		sess_q_drop_all(s);
 		sess_end(s, NULL);
 		return;
 	}
