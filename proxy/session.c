@@ -345,7 +345,7 @@ static ssize_t io_read(int fd, struct ssl_st *ssl, void *p, size_t n, uint8_t *w
 		*want = (uint8_t)w;
 		return r;
 	}
-	ssize_t r = read(fd, p, n);
+	ssize_t r = recv(fd, p, n, 0);
 	if (r < 0)
 		return errno == EAGAIN || errno == EINTR ? -2 : -1;
 	return r;
@@ -359,7 +359,7 @@ static ssize_t io_write(int fd, struct ssl_st *ssl, const void *p, size_t n, uin
 		*want = (uint8_t)w;
 		return r;
 	}
-	ssize_t r = write(fd, p, n);
+	ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
 	if (r < 0)
 		return errno == EAGAIN || errno == EINTR ? -2 : -1;
 	return r;
