@@ -20,6 +20,19 @@ struct made_up {
 	unsigned port;
 };
 
+static int explain_onoff(const char *v, bool *out)
+{
+	static const char *const on[] = { "on", "yes", "1" }, *const off[] = { "off", "no", "0" };
+
+	for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
+		if (strcmp(v, on[i]) == 0 || strcmp(v, off[i]) == 0) {
+			*out = strcmp(v, on[i]) == 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 static int parse_description(char *text, struct made_up *m, FILE *out)
 {
 	for (char *save = NULL, *tok = strtok_r(text, " \t\n", &save); tok;
@@ -30,6 +43,11 @@ static int parse_description(char *text, struct made_up *m, FILE *out)
 			return -1;
 		}
 		*eq++ = '\0';
+		/* "sender=" is the null reverse-path <>; nothing else may be empty. */
+		if (*eq == '\0' && strcmp(tok, "sender") != 0) {
+			fprintf(out, "explain: %s: empty value\n", tok);
+			return -1;
+		}
 		if (strcmp(tok, "ip") == 0) {
 			m->ip = eq;
 		} else if (strcmp(tok, "helo") == 0) {
@@ -45,9 +63,18 @@ static int parse_description(char *text, struct made_up *m, FILE *out)
 			}
 			m->rcpt[m->nrcpt++] = eq;
 		} else if (strcmp(tok, "tls") == 0) {
-			m->tls = strcmp(eq, "on") == 0 || strcmp(eq, "yes") == 0 || strcmp(eq, "1") == 0;
+			if (explain_onoff(eq, &m->tls) < 0) {
+				fprintf(out, "explain: tls: expected on or off, got \"%s\"\n", eq);
+				return -1;
+			}
 		} else if (strcmp(tok, "port") == 0) {
-			m->port = (unsigned)strtoul(eq, NULL, 10);
+			char *end;
+			unsigned long v = strtoul(eq, &end, 10);
+			if (eq[0] < '0' || eq[0] > '9' || *end != '\0' || v < 1 || v > 65535) {
+				fprintf(out, "explain: port: expected 1 to 65535, got \"%s\"\n", eq);
+				return -1;
+			}
+			m->port = (unsigned)v;
 		} else {
 			fprintf(out, "explain: unknown key \"%s\" (ip helo sender rcpt user tls port)\n", tok);
 			return -1;

@@ -18,6 +18,7 @@
 #define CONFIG_NAME_MAX 64         /* names of upstreams, rules, limits */
 #define CONFIG_ADDR_STR_MAX 64     /* "[ffff:...:ffff]:65535" fits */
 #define CONFIG_MAX_ERRORS 100      /* stop reporting after this many */
+#define CONF_ERROR_MAX 1024        /* one error message, longer ones cut */
 #define CONFIG_INCLUDE_DEPTH 16
 
 enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG, LOG_TARGET_FILE };
@@ -83,6 +84,10 @@ struct config {
 	enum log_format log_format;         /* default text */
 	bool has_metrics;
 	struct config_addr metrics;
+	/* "FILE:LINE" of these directives, for errors found when applying them */
+	char user_where[CONFIG_WHERE_MAX];
+	char log_where[CONFIG_WHERE_MAX];
+	char metrics_where[CONFIG_WHERE_MAX];
 
 	unsigned max_sessions;              /* default 20000 */
 	unsigned max_recipients;            /* default 1000 */

@@ -27,6 +27,13 @@ struct log_field {
 
 /* Configure where lines go; returns 0, or -1 when FILE cannot be opened. */
 int log_open(enum log_target target, const char *file, enum log_format format);
+/*
+ * The same in two steps, so a reload can fail before anything changed:
+ * log_file_open() (NULL with errno set), then log_use(), which takes FP
+ * over (NULL for stderr and syslog).
+ */
+FILE *log_file_open(const char *file);
+int log_use(enum log_target target, FILE *fp, const char *file, enum log_format format);
 /* SIGUSR1: reopen the log file so logrotate can move it. */
 int log_reopen(void);
 void log_close(void);

@@ -16,6 +16,7 @@
 #define METRICS_RESPONSE_MAX 262144
 #define METRICS_CONN_TIMEOUT_S 5.0
 #define METRICS_CONNS_MAX 16             /* scrapes at once; more are closed */
+#define METRICS_BACKLOG 64
 
 enum metric {
 	METRIC_SESSIONS_TOTAL,           /* {listener} */
@@ -30,6 +31,8 @@ enum metric {
 /* Add one to the series of m with these label values (NULL-terminated
  * list of key, value pairs); values are escaped here. */
 void metrics_inc(enum metric m, ...);
+/* Create the series at 0 if it is not there, so it shows before its first event. */
+void metrics_touch(enum metric m, ...);
 
 /* The text exposition; returns its length (cut at outsz). */
 size_t metrics_render(char *out, size_t outsz, unsigned sessions_active);
@@ -37,6 +40,10 @@ size_t metrics_render(char *out, size_t outsz, unsigned sessions_active);
 /* Serve GET /metrics on addr; -1 when it cannot be bound. */
 int metrics_listen(struct ev_loop *loop, const struct config_addr *addr,
     unsigned (*active)(void));
+/* The same in two steps, for reloads: a bound socket (-1, errno), then
+ * serving on it instead of the old one. */
+int metrics_bind(const struct config_addr *addr);
+void metrics_adopt(struct ev_loop *loop, int fd, unsigned (*active)(void));
 void metrics_close(void);
 
 #endif

@@ -14,6 +14,8 @@
 
 /* Bind, drop privileges, run until SIGTERM/SIGINT; returns the exit code.
  * Takes over the reference to cfg. */
+/* Hold SIGHUP, SIGUSR1, SIGTERM and SIGINT pending until server_run() handles them. */
+void server_block_signals(void);
 int server_run(struct config *cfg);
 
 #endif

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "conflex.h"
@@ -41,6 +43,9 @@ struct loader {
 	struct listen_pending *pending; /* parallel to cfg->listens */
 	char (*broken)[CONFIG_NAME_MAX]; /* upstreams declared with errors */
 	size_t nbroken;
+	/* `timeout` repeats (command, data), each kind only once. */
+	const struct conf_stmt *timeout_command, *timeout_data;
+	const struct conf_stmt *metrics;
 };
 
 typedef int (*handler_fn)(struct loader *, const struct conf_stmt *, void *);
@@ -74,6 +79,18 @@ err(struct loader *L, const struct conf_stmt *st, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	conf_error(L->errs, st->file, st->line, "%s", msg);
+}
+
+/* "NAME: already given at FILE:LINE": the first may be in another file. */
+static void
+err_again(struct loader *L, const struct conf_stmt *st, const char *name,
+    const struct conf_stmt *first)
+{
+	if (strcmp(first->file, st->file) == 0)
+		err(L, st, "%s: already given on line %d", name, first->line);
+	else
+		err(L, st, "%s: already given at %s:%d", name, first->file,
+		    first->line);
 }
 
 /* ---- values ---------------------------------------------------------- */
@@ -253,6 +270,35 @@ same_addr(const struct config_addr *a, const struct config_addr *b)
 	    memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
 }
 
+/*
+ * Two listening sockets of one family on one port cannot both be bound when
+ * either is the wildcard (Linux refuses it even with SO_REUSEADDR).
+ */
+static bool
+addr_overlap(const struct config_addr *a, const struct config_addr *b)
+{
+	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+	const struct sockaddr_in *a4, *b4;
+	const struct sockaddr_in6 *a6, *b6;
+
+	if (a->ss.ss_family != b->ss.ss_family)
+		return false;
+	if (a->ss.ss_family == AF_INET) {
+		a4 = (const struct sockaddr_in *)&a->ss;
+		b4 = (const struct sockaddr_in *)&b->ss;
+		return a4->sin_port == b4->sin_port &&
+		    (a4->sin_addr.s_addr == b4->sin_addr.s_addr ||
+		    a4->sin_addr.s_addr == htonl(INADDR_ANY) ||
+		    b4->sin_addr.s_addr == htonl(INADDR_ANY));
+	}
+	a6 = (const struct sockaddr_in6 *)&a->ss;
+	b6 = (const struct sockaddr_in6 *)&b->ss;
+	return a6->sin6_port == b6->sin6_port &&
+	    (memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0 ||
+	    memcmp(&a6->sin6_addr, &any6, sizeof(any6)) == 0 ||
+	    memcmp(&b6->sin6_addr, &any6, sizeof(any6)) == 0);
+}
+
 /* ---- arguments of one statement --------------------------------------- */
 
 static const char *
@@ -370,6 +416,25 @@ get_addr(struct loader *L, const struct conf_stmt *st, size_t i,
 	return 0;
 }
 
+/*
+ * An address smtpgate listens on.  An IPv6 listener is IPv6-only (so that
+ * [::]:25 and 0.0.0.0:25 can coexist), which a v4-mapped address cannot be.
+ */
+static int
+get_bind_addr(struct loader *L, const struct conf_stmt *st, size_t i,
+    struct config_addr *out)
+{
+	if (get_addr(L, st, i, out) == -1)
+		return -1;
+	if (out->ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(
+	    &((const struct sockaddr_in6 *)&out->ss)->sin6_addr)) {
+		err(L, st, "%s: write the IPv4 address %s without ::ffff:",
+		    arg(st, 0), out->text);
+		return -1;
+	}
+	return 0;
+}
+
 /* Names of upstreams (and later rules, limits) appear in logs and metrics
  * labels: keep them to characters that need no quoting there. */
 static int
@@ -407,7 +472,7 @@ static void
 run_block(struct loader *L, const struct conf_block *blk,
     const struct directive *table, size_t n, const char *where, void *ctx)
 {
-	int seen[DIRECTIVES_MAX] = { 0 };
+	const struct conf_stmt *seen[DIRECTIVES_MAX] = { NULL };
 	const struct conf_stmt *st;
 	const struct directive *d;
 	size_t i, j, k, nargs;
@@ -435,12 +500,11 @@ run_block(struct loader *L, const struct conf_block *blk,
 			continue;
 		}
 		k = (size_t)(d - table);
-		if (!d->repeatable && seen[k] != 0) {
-			err(L, st, "%s: already given on line %d", d->name,
-			    seen[k]);
+		if (!d->repeatable && seen[k] != NULL) {
+			err_again(L, st, d->name, seen[k]);
 			continue;
 		}
-		seen[k] = st->line;
+		seen[k] = st;
 		if (nargs < (size_t)d->min_args ||
 		    (d->max_args >= 0 && nargs > (size_t)d->max_args)) {
 			if (d->min_args == d->max_args)
@@ -757,9 +821,14 @@ ln_banner(struct loader *L, const struct conf_stmt *st, void *ctx)
 	size_t i;
 
 	for (i = 0; s[i] != '\0'; i++) {
-		/* it goes on the wire after "220 " */
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+		/* It goes on the wire after "220 " (RFC 5321 textstring). */
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f) {
 			err(L, st, "banner: must not hold control characters");
+			return -1;
+		}
+		if (c > 0x7f) {
+			err(L, st, "banner: must be US-ASCII (RFC 5321 greeting text)");
 			return -1;
 		}
 	}
@@ -813,7 +882,7 @@ global_listen(struct loader *L, const struct conf_stmt *st, void *ctx)
 	ln.line = st->line;
 	snprintf(ln.where, sizeof ln.where, "%s:%d", st->file, st->line);
 	pend.file = st->file;
-	if (get_addr(L, st, 1, &ln.addr) == -1)
+	if (get_bind_addr(L, st, 1, &ln.addr) == -1)
 		keep = false;
 	for (i = 0; keep && i < cfg->nlistens; i++) {
 		if (same_addr(&cfg->listens[i].addr, &ln.addr)) {
@@ -852,6 +921,8 @@ static int
 global_user(struct loader *L, const struct conf_stmt *st, void *ctx)
 {
 	(void)ctx;
+	snprintf(L->cfg->user_where, sizeof L->cfg->user_where, "%s:%d",
+	    st->file, st->line);
 	if (get_string(L, st, 1, &L->cfg->user) < 0)
 		return -1;
 	/* Known now, not after the listeners are bound: -t must catch it. */
@@ -859,6 +930,43 @@ global_user(struct loader *L, const struct conf_stmt *st, void *ctx)
 	if (getpwnam(L->cfg->user) == NULL) {
 		err(L, st, "user: no such user %s%s%s", L->cfg->user,
 		    errno ? ": " : "", errno ? strerror(errno) : "");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The log is opened before privileges are dropped, so permissions are the
+ * start's business; a missing directory or a directory in the way is a
+ * mistake -t can name.
+ */
+static int
+check_log_path(struct loader *L, const struct conf_stmt *st, const char *path)
+{
+	struct stat sb;
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t n = (size_t)(slash - path);
+
+	if (stat(path, &sb) == 0) {
+		if (S_ISDIR(sb.st_mode)) {
+			err(L, st, "log: %s is a directory", path);
+			return -1;
+		}
+		return 0;
+	}
+	if (n >= sizeof dir) {
+		err(L, st, "log: path too long");
+		return -1;
+	}
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	if (n == 0)
+		return 0;                       /* "/file": the root exists */
+	int rc = stat(dir, &sb);
+	if (rc != 0 || !S_ISDIR(sb.st_mode)) {
+		err(L, st, "log: directory %s: %s", dir,
+		    rc != 0 ? strerror(errno) : "not a directory");
 		return -1;
 	}
 	return 0;
@@ -876,6 +984,8 @@ global_log(struct loader *L, const struct conf_stmt *st, void *ctx)
 	int v;
 
 	(void)ctx;
+	snprintf(cfg->log_where, sizeof cfg->log_where, "%s:%d", st->file,
+	    st->line);
 	if (strcmp(target, "stderr") == 0) {
 		cfg->log_target = LOG_TARGET_STDERR;
 	} else if (strcmp(target, "syslog") == 0) {
@@ -884,6 +994,8 @@ global_log(struct loader *L, const struct conf_stmt *st, void *ctx)
 		/* a path needs a "/": "log syslgo" is a typo, not a file */
 		cfg->log_target = LOG_TARGET_FILE;
 		if (get_string(L, st, 1, &cfg->log_file) == -1)
+			return -1;
+		if (check_log_path(L, st, cfg->log_file) == -1)
 			return -1;
 	} else {
 		err(L, st, "log: expected stderr, syslog or a file path "
@@ -902,9 +1014,12 @@ static int
 global_metrics(struct loader *L, const struct conf_stmt *st, void *ctx)
 {
 	(void)ctx;
-	if (get_addr(L, st, 1, &L->cfg->metrics) == -1)
+	snprintf(L->cfg->metrics_where, sizeof L->cfg->metrics_where, "%s:%d",
+	    st->file, st->line);
+	if (get_bind_addr(L, st, 1, &L->cfg->metrics) == -1)
 		return -1;
 	L->cfg->has_metrics = true;
+	L->metrics = st;
 	return 0;
 }
 
@@ -938,12 +1053,26 @@ global_max_message_size(struct loader *L, const struct conf_stmt *st,
 static int
 global_timeout(struct loader *L, const struct conf_stmt *st, void *ctx)
 {
+	const struct conf_stmt **seen = NULL;
+	uint64_t *ms = NULL;
+
 	(void)ctx;
-	if (strcmp(arg(st, 1), "command") == 0)
-		return get_duration(L, st, 2, false,
-		    &L->cfg->timeout_command_ms);
-	if (strcmp(arg(st, 1), "data") == 0)
-		return get_duration(L, st, 2, false, &L->cfg->timeout_data_ms);
+	if (strcmp(arg(st, 1), "command") == 0) {
+		seen = &L->timeout_command;
+		ms = &L->cfg->timeout_command_ms;
+	} else if (strcmp(arg(st, 1), "data") == 0) {
+		seen = &L->timeout_data;
+		ms = &L->cfg->timeout_data_ms;
+	}
+	if (seen != NULL) {
+		if (*seen != NULL) {
+			err_again(L, st, strcmp(arg(st, 1), "data") == 0
+			    ? "timeout data" : "timeout command", *seen);
+			return -1;
+		}
+		*seen = st;
+		return get_duration(L, st, 2, false, ms);
+	}
 	err(L, st, "timeout: expected command or data, got \"" SHOW "\"",
 	    arg(st, 1));
 	return -1;
@@ -1041,6 +1170,19 @@ resolve(struct loader *L, const struct conf_tree *tree)
 			    "listen %s: name one of the upstreams with "
 			    "\"upstream NAME\"", ln->addr.text);
 		}
+		/* Exact duplicates were refused where the second was read. */
+		for (j = 0; j < i; j++)
+			if (addr_overlap(&cfg->listens[j].addr, &ln->addr) &&
+			    !same_addr(&cfg->listens[j].addr, &ln->addr))
+				conf_error(L->errs, p->file, ln->line,
+				    "listen %s: overlaps listen %s at %s:%d (one "
+				    "of them is a wildcard on the same port)",
+				    ln->addr.text, cfg->listens[j].addr.text,
+				    L->pending[j].file, cfg->listens[j].line);
+		if (L->metrics != NULL && addr_overlap(&cfg->metrics, &ln->addr))
+			conf_error(L->errs, L->metrics->file, L->metrics->line,
+			    "metrics %s: the port is taken by listen %s at %s:%d",
+			    cfg->metrics.text, ln->addr.text, p->file, ln->line);
 		if (ln->auth == AUTH_MODE_REQUIRE_TLS && ln->tls == TLS_MODE_NONE)
 			conf_error(L->errs, p->file, p->auth_line,
 			    "auth require-tls: listen %s has no tls, so AUTH could never be used",

@@ -32,24 +32,43 @@ struct lexer {
 static int parse_block(struct lexer *, struct conf_block *, int depth,
     int open_line);
 
+/*
+ * Messages quote the file's own bytes: control characters among them would
+ * move the cursor or forge lines on the admin's terminal and in the log.
+ */
+static void
+put_visible(FILE *out, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\x%02x", c);
+		else
+			fputc(c, out);
+	}
+}
+
 void
 conf_error(struct conf_errs *errs, const char *file, int line,
     const char *fmt, ...)
 {
+	char msg[CONF_ERROR_MAX];
 	va_list ap;
 
 	errs->count++;
 	if (errs->out == NULL || errs->count > CONFIG_MAX_ERRORS + 1)
 		return;
 	if (errs->count == CONFIG_MAX_ERRORS + 1) {
-		fprintf(errs->out, "%s:%d: too many errors, giving up\n",
-		    file, line);
+		put_visible(errs->out, file);
+		fprintf(errs->out, ":%d: too many errors, giving up\n", line);
 		return;
 	}
-	fprintf(errs->out, "%s:%d: ", file, line);
 	va_start(ap, fmt);
-	vfprintf(errs->out, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	put_visible(errs->out, file);
+	fprintf(errs->out, ":%d: ", line);
+	put_visible(errs->out, msg);
 	fputc('\n', errs->out);
 }
 

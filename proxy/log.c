@@ -245,20 +245,18 @@ size_t log_format_line(enum log_format fmt, const char *session, const char *eve
 	return o.len;
 }
 
-int log_open(enum log_target target, const char *file, enum log_format format)
+FILE *log_file_open(const char *file)
 {
-	FILE *fp = NULL;
+	return fopen(file, "a");
+}
+
+int log_use(enum log_target target, FILE *fp, const char *file, enum log_format format)
+{
 	char *path = NULL;
 
-	if (target == LOG_TARGET_FILE) {
-		path = strdup(file);
-		if (!path)
-			return -1;
-		fp = fopen(file, "a");
-		if (!fp) {
-			free(path);
-			return -1;
-		}
+	if (fp && !(path = strdup(file))) {
+		fclose(fp);
+		return -1;
 	}
 	log_close();
 	log_target = target;
@@ -269,6 +267,15 @@ int log_open(enum log_target target, const char *file, enum log_format format)
 	if (target == LOG_TARGET_SYSLOG)
 		openlog("smtpgate", LOG_PID | LOG_NDELAY, LOG_MAIL);
 	return 0;
+}
+
+int log_open(enum log_target target, const char *file, enum log_format format)
+{
+	FILE *fp = NULL;
+
+	if (target == LOG_TARGET_FILE && !(fp = log_file_open(file)))
+		return -1;
+	return log_use(target, fp, file, format);
 }
 
 int log_reopen(void)

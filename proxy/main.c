@@ -34,7 +34,8 @@ static void versions(void)
 
 	pcre2_config(PCRE2_CONFIG_VERSION, pcre);
 	printf("smtpgate %s\n", SMTPGATE_VERSION);
-	printf("OpenSSL %s\n", OpenSSL_version_num() ? OpenSSL_version(OPENSSL_VERSION) : "?");
+	/* OpenSSL's own string reads "OpenSSL 3.0.x DATE". */
+	printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
 	printf("PCRE2 %s\n", pcre);
 	printf("libmaxminddb %s\n", MMDB_lib_version());
 	printf("libev %d.%d\n", ev_version_major(), ev_version_minor());
@@ -61,6 +62,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	/*
+	 * Until the loop takes them, SIGHUP and SIGUSR1 would kill a daemon
+	 * that a `systemctl reload` reached early: hold them (and the stop
+	 * signals) pending; server_run() lets them in once it handles them.
+	 */
+	if (!check && !explain)
+		server_block_signals();
 	struct config *cfg = config_load(file, stderr);
 	if (!cfg)
 		return 1;

@@ -59,13 +59,11 @@ static size_t escape_value(char *out, size_t outsz, const char *v)
 	return n;
 }
 
-void metrics_inc(enum metric m, ...)
+static void metrics_vadd(enum metric m, uint64_t delta, va_list ap)
 {
 	char labels[METRICS_LABELS_MAX];
 	size_t n = 0;
-	va_list ap;
 
-	va_start(ap, m);
 	for (const char *k; (k = va_arg(ap, const char *));) {
 		const char *v = va_arg(ap, const char *);
 		char esc[METRICS_LABELS_MAX];
@@ -75,22 +73,39 @@ void metrics_inc(enum metric m, ...)
 			break;
 		n += (size_t)w;
 	}
-	va_end(ap);
 	labels[n] = '\0';
 
 	for (size_t i = 0; i < nseries; i++) {
 		if (table[i].m == m && strcmp(table[i].labels, labels) == 0) {
-			if (table[i].value < UINT64_MAX)
-				table[i].value++;
+			if (table[i].value <= UINT64_MAX - delta)
+				table[i].value += delta;
 			return;
 		}
 	}
 	if (nseries == METRICS_SERIES_MAX)
 		return;
 	table[nseries].m = m;
-	table[nseries].value = 1;
+	table[nseries].value = delta;
 	memcpy(table[nseries].labels, labels, n + 1);
 	nseries++;
+}
+
+void metrics_inc(enum metric m, ...)
+{
+	va_list ap;
+
+	va_start(ap, m);
+	metrics_vadd(m, 1, ap);
+	va_end(ap);
+}
+
+void metrics_touch(enum metric m, ...)
+{
+	va_list ap;
+
+	va_start(ap, m);
+	metrics_vadd(m, 0, ap);
+	va_end(ap);
 }
 
 size_t metrics_render(char *out, size_t outsz, unsigned sessions_active)
@@ -269,7 +284,7 @@ static void on_accept(struct ev_loop *l, ev_io *w, int revents)
 	ev_timer_start(l, &c->timer);
 }
 
-int metrics_listen(struct ev_loop *loop, const struct config_addr *addr, unsigned (*active)(void))
+int metrics_bind(const struct config_addr *addr)
 {
 	int one = 1;
 	int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -277,18 +292,33 @@ int metrics_listen(struct ev_loop *loop, const struct config_addr *addr, unsigne
 	if (fd < 0)
 		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 64) < 0) {
+	    bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 ||
+	    listen(fd, METRICS_BACKLOG) < 0) {
 		int e = errno;
 		close(fd);
 		errno = e;
 		return -1;
 	}
+	return fd;
+}
+
+void metrics_adopt(struct ev_loop *loop, int fd, unsigned (*active)(void))
+{
 	metrics_close();
 	mloop = loop;
 	active_fn = active;
 	listen_fd = fd;
 	ev_io_init(&listen_io, on_accept, fd, EV_READ);
 	ev_io_start(loop, &listen_io);
+}
+
+int metrics_listen(struct ev_loop *loop, const struct config_addr *addr, unsigned (*active)(void))
+{
+	int fd = metrics_bind(addr);
+
+	if (fd < 0)
+		return -1;
+	metrics_adopt(loop, fd, active);
 	return 0;
 }
 

@@ -203,17 +203,30 @@ static void listeners_close(void)
 	}
 }
 
-static int apply_log(const struct config *cfg)
+static bool log_changed(const struct config *cfg, const struct config *old)
 {
-	if (log_open(cfg->log_target, cfg->log_file, cfg->log_format) < 0) {
-		fprintf(stderr, "smtpgate: cannot open log %s: %s\n", cfg->log_file, strerror(errno));
-		return -1;
-	}
-	return 0;
+	return cfg->log_target != old->log_target || cfg->log_format != old->log_format ||
+	    (cfg->log_file && (!old->log_file || strcmp(cfg->log_file, old->log_file)));
 }
 
-static int metrics_sync(const struct config *cfg, const struct config *old);
+static bool user_changed(const struct config *cfg, const struct config *old)
+{
+	if (!cfg->user || !old->user)
+		return cfg->user != old->user;
+	return strcmp(cfg->user, old->user) != 0;
+}
 
+static void reload_failed(void)
+{
+	log_msg("reload", "failed; keeping the running configuration");
+	metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "failed", NULL);
+}
+
+/*
+ * SIGHUP.  Everything that can fail is prepared first (config, metrics
+ * socket, log file, listeners); only when all of it worked is the new
+ * config put in place, so a reload is applied whole or not at all.
+ */
 static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 {
 	char *errs = NULL;
@@ -241,27 +254,53 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 				*nl = '\0';
 			log_msg("reload_error", "%s", line);
 		}
-		log_msg("reload", "failed; keeping the running configuration");
-		metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "failed", NULL);
 		free(errs);
+		reload_failed();
 		return;
 	}
 	free(errs);
-	if (listeners_sync(cfg) < 0) {
-		config_unref(cfg);
-		log_msg("reload", "failed; keeping the running configuration");
-		metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "failed", NULL);
-		return;
-	}
+
 	struct config *old = current;
+	int mfd = -1;
+	FILE *lfp = NULL;
+	bool relog = log_changed(cfg, old);
+
+	if (cfg->has_metrics && !(old->has_metrics && same_addr(&old->metrics, &cfg->metrics)) &&
+	    (mfd = metrics_bind(&cfg->metrics)) < 0) {
+		log_msg("reload_error", "%s: metrics %s: %s", cfg->metrics_where, cfg->metrics.text,
+		    strerror(errno));
+		goto fail;
+	}
+	if (relog && cfg->log_target == LOG_TARGET_FILE && !(lfp = log_file_open(cfg->log_file))) {
+		log_msg("reload_error", "%s: log %s: %s", cfg->log_where, cfg->log_file, strerror(errno));
+		goto fail;
+	}
+	if (listeners_sync(cfg) < 0)
+		goto fail;
+
 	current = cfg;
-	metrics_sync(cfg, old);
-	if (cfg->log_target != old->log_target || cfg->log_format != old->log_format ||
-	    (cfg->log_file && (!old->log_file || strcmp(cfg->log_file, old->log_file))))
-		apply_log(cfg);
+	if (!cfg->has_metrics)
+		metrics_close();
+	else if (mfd >= 0) {
+		metrics_adopt(loop, mfd, session_count);
+		log_msg("listen", "metrics %s", cfg->metrics.text);
+	}
+	if (relog && log_use(cfg->log_target, lfp, cfg->log_file, cfg->log_format) < 0)
+		log_msg("log_error", "%s: log: out of memory; logging to stderr", cfg->log_where);
+	if (user_changed(cfg, old))
+		log_msg("reload_warning", "%s: user %s takes effect at the next start, not on reload",
+		    cfg->user ? cfg->user_where : cfg->file, cfg->user ? cfg->user : "(none)");
 	config_unref(old);
 	log_msg("reload", "ok");
 	metrics_inc(METRIC_CONFIG_RELOADS_TOTAL, "result", "ok", NULL);
+	return;
+fail:
+	if (mfd >= 0)
+		close(mfd);
+	if (lfp)
+		fclose(lfp);
+	config_unref(cfg);
+	reload_failed();
 }
 
 static void on_prepare(struct ev_loop *l, ev_prepare *w, int revents)
@@ -270,17 +309,13 @@ static void on_prepare(struct ev_loop *l, ev_prepare *w, int revents)
 	log_flush();
 }
 
-/* Open, move or close the metrics listener to match cfg. */
-static int metrics_sync(const struct config *cfg, const struct config *old)
+static int metrics_start(const struct config *cfg)
 {
-	if (!cfg->has_metrics) {
-		metrics_close();
-		return 0;
-	}
-	if (old && old->has_metrics && same_addr(&old->metrics, &cfg->metrics))
+	if (!cfg->has_metrics)
 		return 0;
 	if (metrics_listen(loop, &cfg->metrics, session_count) < 0) {
-		log_msg("listen_error", "metrics %s: %s", cfg->metrics.text, strerror(errno));
+		log_msg("listen_error", "%s: metrics %s: %s", cfg->metrics_where, cfg->metrics.text,
+		    strerror(errno));
 		return -1;
 	}
 	log_msg("listen", "metrics %s", cfg->metrics.text);
@@ -346,6 +381,30 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
+void server_block_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	(void)sigprocmask(SIG_BLOCK, &set, NULL);     /* cannot fail with a valid set */
+}
+
+static void server_unblock_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	(void)sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 int server_run(struct config *cfg)
 {
 	int rc = 0;
@@ -353,12 +412,19 @@ int server_run(struct config *cfg)
 	current = cfg;
 	loop = ev_default_loop(EVFLAG_AUTO);
 	ev_timer_init(&accept_pause, on_accept_pause, SERVER_ACCEPT_PAUSE_S, 0.0);
-	if (!loop || apply_log(cfg) < 0) {
+	if (!loop) {
+		config_unref(cfg);
+		return 1;
+	}
+	if (log_open(cfg->log_target, cfg->log_file, cfg->log_format) < 0) {
+		fprintf(stderr, "%s: log %s: %s\n", cfg->log_where, cfg->log_file, strerror(errno));
 		config_unref(cfg);
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (listeners_sync(cfg) < 0 || metrics_sync(cfg, NULL) < 0 ||
+	metrics_touch(METRIC_CONFIG_RELOADS_TOTAL, "result", "ok", NULL);
+	metrics_touch(METRIC_CONFIG_RELOADS_TOTAL, "result", "failed", NULL);
+	if (listeners_sync(cfg) < 0 || metrics_start(cfg) < 0 ||
 	    drop_privileges(cfg->user) < 0) {
 		listeners_close();
 		metrics_close();
@@ -374,6 +440,7 @@ int server_run(struct config *cfg)
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_usr1);
+	server_unblock_signals();   /* main() held them until now */
 	ev_prepare_init(&log_prepare, on_prepare);
 	ev_prepare_start(loop, &log_prepare);
 	log_set_batching(true);

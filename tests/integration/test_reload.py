@@ -1,6 +1,7 @@
 """SIGHUP: a good config is swapped in, a broken one is refused and logged,
 and sessions open at a reload finish under the config they began with."""
 
+import os
 import signal
 
 from harness import GateTestCase, SMTPClient, config_text, free_port, is_listening, wait_until
@@ -71,3 +72,107 @@ class ReloadTest(GateTestCase):
         self.assertTrue(wait_until(lambda: not is_listening(gate.port), 5))
         c = self.greet(port2)
         c.cmd("QUIT")
+
+
+class ReloadAllOrNothingTest(GateTestCase):
+    """A reload that cannot open its metrics socket or its log file is a failed
+    reload (SPEC §3.7): FILE:LINE in the log, the old config keeps running and
+    smtpgate_config_reloads_total{result="failed"} counts it."""
+
+    def _rewrite(self, gate, text):
+        with open(gate.conf, "w") as f:
+            f.write(text)
+
+    def _scrape(self, mport):
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            return r.read().decode()
+
+    def _reloads(self, mport, result):
+        import re
+        m = re.search(r'^smtpgate_config_reloads_total\{result="%s"\} (\d+)$' % result,
+                      self._scrape(mport), re.M)
+        return int(m.group(1)) if m else None
+
+    def test_metrics_port_taken(self):
+        sink = self.start_sink()
+        servers = ["127.0.0.1:%d" % sink.port]
+        mport = free_port()
+        gate = self.gate_for(servers, globals_=["max_recipients 1", "metrics 127.0.0.1:%d" % mport])
+        # both series exist before the first reload
+        self.assertEqual(self._reloads(mport, "ok"), 0)
+        self.assertEqual(self._reloads(mport, "failed"), 0)
+
+        # the sink's port is busy: the new metrics address cannot be bound
+        self._rewrite(gate, config_text(gate.port, servers, globals_=[
+            "max_recipients 5", "metrics 127.0.0.1:%d" % sink.port]))
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "failed"), 5), gate.log_text())
+        errs = [l for l in gate.log_lines() if l.startswith("reload_error")]
+        self.assertTrue(any(("smtpgate.conf:3: metrics 127.0.0.1:%d" % sink.port) in l
+                            for l in errs), gate.log_text())
+        self.assertEqual(self._reloads(mport, "failed"), 1)
+        self.assertEqual(self._reloads(mport, "ok"), 0)
+        # the old config runs: max_recipients 1
+        c = self.greet(gate.port)
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r1@test.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r2@test.example>").code, 452)
+        c.cmd("QUIT")
+
+        # going back to the running address is a no-op reload that works
+        self._rewrite(gate, config_text(gate.port, servers, globals_=[
+            "max_recipients 1", "metrics 127.0.0.1:%d" % mport]))
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "ok"), 5), gate.log_text())
+        self.assertEqual(self._reloads(mport, "ok"), 1)
+
+    def test_log_file_cannot_be_opened(self):
+        sink = self.start_sink()
+        servers = ["127.0.0.1:%d" % sink.port]
+        mport = free_port()
+        gate = self.gate_for(servers, globals_=["max_recipients 1", "metrics 127.0.0.1:%d" % mport])
+        # The config check passes (the directory exists) but opening fails,
+        # even for root: the log path is a dangling symlink into a missing
+        # directory, so creating the file fails with ENOENT.
+        logpath = os.path.join(gate.dir, "x.log")
+        os.symlink(os.path.join(gate.dir, "missing", "x.log"), logpath)
+        self._rewrite(gate, config_text(gate.port, servers, log="%s text" % logpath,
+                                        globals_=["max_recipients 5",
+                                                  "metrics 127.0.0.1:%d" % mport]))
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "failed"), 5), gate.log_text())
+        self.assertTrue(any("smtpgate.conf:1: log %s: No such file" % logpath in l
+                            for l in gate.log_lines()), gate.log_text())
+        self.assertEqual(self._reloads(mport, "failed"), 1)
+        # the old config runs: max_recipients 1, logging still to stderr
+        c = self.greet(gate.port)
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r1@test.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r2@test.example>").code, 452)
+        c.cmd("QUIT")
+
+    def test_log_directory_missing(self):
+        sink = self.start_sink()
+        servers = ["127.0.0.1:%d" % sink.port]
+        gate = self.gate_for(servers)
+        self._rewrite(gate, config_text(gate.port, servers, log="%s/gone/x.log text" % gate.dir))
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "failed"), 5), gate.log_text())
+        self.assertTrue(any("smtpgate.conf:1: log: directory %s/gone" % gate.dir in l
+                            for l in gate.log_lines()), gate.log_text())
+        c = self.greet(gate.port)      # still logging to stderr, still serving
+        c.cmd("QUIT")
+        self.assertTrue(wait_until(lambda: any(l.startswith("session=") and " close " in l
+                                               for l in gate.log_lines()), 5), gate.log_text())
+
+    def test_user_change_is_announced(self):
+        sink = self.start_sink()
+        servers = ["127.0.0.1:%d" % sink.port]
+        gate = self.gate_for(servers)
+        self._rewrite(gate, config_text(gate.port, servers, globals_=["user nobody"]))
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "ok"), 5), gate.log_text())
+        warn = [l for l in gate.log_lines() if l.startswith("reload_warning")]
+        self.assertTrue(any("smtpgate.conf:2: user nobody takes effect at the next start" in l
+                            for l in warn), gate.log_text())

@@ -9,8 +9,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import (GateTestCase, SMTPClient, config_text, free_port, is_listening,
-                     run_binary, wait_until)
+from harness import (BINARY, Gate, GateTestCase, SMTPClient, config_text, free_port,
+                     is_listening, run_binary, wait_until)
 
 BODY = b"Subject: shutdown\r\n\r\nfinishing under shutdown_grace\r\n"
 
@@ -184,3 +184,68 @@ class CommandLineTest(GateTestCase):
             self.assertIn(ov, out)
         except (OSError, IndexError):
             pass
+
+
+class EarlySignalTest(GateTestCase):
+    """A SIGHUP that arrives while smtpgate is still loading its config and
+    binding is held until the loop can take it, not fatal (SIGHUP's default
+    action is to terminate)."""
+
+    def test_hup_during_startup_is_a_reload(self):
+        sink = self.start_sink()
+        d = tempfile.mkdtemp(prefix="sgit-early-")
+        self.addCleanup(shutil.rmtree, d, True)
+        port = free_port()
+        # 20,000 upstreams make loading the config take a good fraction of
+        # a second, so the signal lands before the loop runs
+        text = config_text(port, ["127.0.0.1:%d" % sink.port])
+        text += "".join("upstream u%d { server 127.0.0.1:1 }\n" % i for i in range(20000))
+        path = os.path.join(d, "early.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        logf = open(os.path.join(d, "early.log"), "wb")
+        self.addCleanup(logf.close)
+        proc = subprocess.Popen([BINARY, "-c", path], stdout=logf, stderr=logf,
+                                stdin=subprocess.DEVNULL, env=Gate.env())
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        # past exec (the dynamic loader) but before the loop runs
+        self.assertTrue(wait_until(lambda: _exe_is_smtpgate(proc.pid), 5))
+        self.assertFalse(is_listening(port), "start-up was too quick to test")
+        proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: proc.poll() is not None or is_listening(port), 20))
+        self.assertIsNone(proc.poll(), "SIGHUP during start-up killed smtpgate")
+        # the held SIGHUP was taken as a reload once the loop ran
+        logpath = os.path.join(d, "early.log")
+        self.assertTrue(wait_until(lambda: b"reload msg=ok" in _read(logpath), 20),
+                        _read(logpath)[-2000:])
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(20), 0)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _exe_is_smtpgate(pid):
+    try:
+        return os.path.realpath("/proc/%d/exe" % pid) == os.path.realpath(BINARY)
+    except OSError:
+        return False
+
+
+class ExplainValuesTest(GateTestCase):
+    """-x refuses values it cannot mean instead of guessing."""
+
+    def test_bad_values(self):
+        d = tempfile.mkdtemp(prefix="sgit-x-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "x.conf")
+        with open(path, "w") as f:
+            f.write(config_text(free_port(), ["127.0.0.1:%d" % free_port()]))
+        for bad in ("port=abc", "port=-1", "port=0", "port=65536", "tls=maybe", "rcpt=", "helo="):
+            p = run_binary(["-c", path, "-x", bad])
+            self.assertEqual(p.returncode, 2, (bad, p.stdout, p.stderr))
+        for good in ("port=587 tls=on", "sender= rcpt=a@b.example", "tls=off"):
+            p = run_binary(["-c", path, "-x", good])
+            self.assertEqual(p.returncode, 0, (good, p.stdout, p.stderr))

@@ -783,6 +783,33 @@ static const struct bad_case {
 	{ "banner with control character", MINIMAL
 	  "listen *:1 { banner \"a\tb\" }\n", 3,
 	  "banner: must not hold control characters", 1 },
+	{ "banner with 8-bit text", MINIMAL
+	  "listen *:1 { banner \"caf\xc3\xa9\" }\n", 3,
+	  "banner: must be US-ASCII", 1 },
+	{ "timeout command twice", "timeout command 5s\ntimeout data 1m\n"
+	  "timeout command 6s\n" MINIMAL, 3,
+	  "timeout command: already given on line 1", 1 },
+	{ "timeout data twice", "timeout data 5s; timeout data 6s\n" MINIMAL, 1,
+	  "timeout data: already given on line 1", 1 },
+	{ "v4-mapped listen", "upstream u { server 1.1.1.1:25 }\n"
+	  "listen [::ffff:127.0.0.1]:25\n", 2,
+	  "listen: write the IPv4 address [::ffff:127.0.0.1]:25 without ::ffff:", 1 },
+	{ "v4-mapped metrics", "metrics [::ffff:127.0.0.1]:9325\n" MINIMAL, 1,
+	  "metrics: write the IPv4 address", 1 },
+	{ "listen under a wildcard", "upstream u { server 1.1.1.1:25 }\n"
+	  "listen *:25\nlisten 127.0.0.1:25\n", 3,
+	  "listen 127.0.0.1:25: overlaps listen *:25 at /tmp/", 1 },
+	{ "metrics on a listen port", "metrics 127.0.0.1:2525\n" MINIMAL, 1,
+	  "metrics 127.0.0.1:2525: the port is taken by listen 127.0.0.1:2525", 1 },
+	{ "metrics under a wildcard listen", "metrics 127.0.0.1:25\n"
+	  "upstream u { server 1.1.1.1:25 }\nlisten [::]:25\nlisten *:25\n", 1,
+	  "metrics 127.0.0.1:25: the port is taken by listen *:25", 1 },
+	{ "log in a missing directory", "log /nonexistent-sg/x.log\n" MINIMAL, 1,
+	  "log: directory /nonexistent-sg: No such file or directory", 1 },
+	{ "log is a directory", "log /tmp\n" MINIMAL, 1,
+	  "log: /tmp is a directory", 1 },
+	{ "control bytes quoted visibly", "us\x1b[2Jer x\n" MINIMAL, 1,
+	  "unknown directive \"us\\x1b[2Jer\"", 1 },
 	{ "empty banner", MINIMAL "listen *:1 { banner \"\" }\n", 3,
 	  "banner: must not be empty", 1 },
 	{ "no listen", "user nobody\n\n", 2, "no listen directive: nothing to do", 1 },
@@ -986,6 +1013,32 @@ START_TEST(test_include_errors)
 }
 END_TEST
 
+/* The first of a twice-given directive may sit in another file. */
+START_TEST(test_include_again)
+{
+	struct incdir d;
+	struct capture cerr;
+	const char *main_conf, *inc, *got;
+	char want[512];
+
+	inc_setup(&d, NULL);
+	main_conf = inc_write(&d, "main.conf",
+	    "max_sessions 5\n"
+	    "include again.conf\n"
+	    "upstream u { server 127.0.0.1:1 }\n"
+	    "listen *:25\n");
+	inc = inc_write(&d, "again.conf", "\nmax_sessions 6\n");
+	cap_open(&cerr);
+	ck_assert_ptr_null(config_load(main_conf, cerr.fp));
+	got = cap_text(&cerr);
+	snprintf(want, sizeof(want),
+	    "%s:2: max_sessions: already given at %s:1\n", inc, main_conf);
+	ck_assert_msg(strcmp(got, want) == 0, "got\n%swant\n%s", got, want);
+	cap_free(&cerr);
+	inc_cleanup(&d, NULL);
+}
+END_TEST
+
 START_TEST(test_include_cycle)
 {
 	struct incdir d;
@@ -1061,6 +1114,7 @@ config_suite(void)
 	tcase_add_test(tc, test_include_glob);
 	tcase_add_test(tc, test_include_errors);
 	tcase_add_test(tc, test_include_cycle);
+	tcase_add_test(tc, test_include_again);
 	tcase_add_test(tc, test_sample);
 	suite_add_tcase(s, tc);
 	return s;
