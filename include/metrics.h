@@ -17,6 +17,7 @@
 #define METRICS_CONN_TIMEOUT_S 5.0
 #define METRICS_CONNS_MAX 16             /* scrapes at once; more are closed */
 #define METRICS_BACKLOG 64
+#define METRICS_ACCEPT_PAUSE_S 0.5        /* the listener rests this long when out of fds */
 
 enum metric {
 	METRIC_SESSIONS_TOTAL,           /* {listener} */

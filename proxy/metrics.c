@@ -154,6 +154,7 @@ struct conn {
 static struct conn *conns;           /* open scrapes, freed at metrics_close() */
 static unsigned nconns;
 static ev_io listen_io;
+static ev_timer accept_pause;        /* rest after EMFILE, see on_accept() */
 static int listen_fd = -1;
 static struct ev_loop *mloop;
 static unsigned (*active_fn)(void);
@@ -250,12 +251,27 @@ static void on_conn_timeout(struct ev_loop *l, ev_timer *w, int revents)
 	conn_free(w->data);
 }
 
+static void on_accept_pause(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)w; (void)revents;
+	if (listen_fd >= 0)
+		ev_io_start(l, &listen_io);
+}
+
 static void on_accept(struct ev_loop *l, ev_io *w, int revents)
 {
 	(void)w; (void)revents;
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			/* The connection stays in the backlog and readiness would
+			 * fire again at once: rest, as the SMTP listeners do. */
+			ev_io_stop(l, &listen_io);
+			ev_timer_set(&accept_pause, METRICS_ACCEPT_PAUSE_S, 0.);
+			ev_timer_start(l, &accept_pause);
+		}
 		return;
+	}
 	if (nconns >= METRICS_CONNS_MAX) {
 		/* The slot of the oldest client that has not finished asking goes
 		 * to the newcomer: silent connections cannot keep scrapes out. */
@@ -305,6 +321,7 @@ int metrics_bind(const struct config_addr *addr)
 void metrics_adopt(struct ev_loop *loop, int fd, unsigned (*active)(void))
 {
 	metrics_close();
+	ev_timer_init(&accept_pause, on_accept_pause, METRICS_ACCEPT_PAUSE_S, 0.);
 	mloop = loop;
 	active_fn = active;
 	listen_fd = fd;
@@ -328,6 +345,7 @@ void metrics_close(void)
 		conn_free(conns);
 	if (listen_fd < 0)
 		return;
+	ev_timer_stop(mloop, &accept_pause);
 	ev_io_stop(mloop, &listen_io);
 	close(listen_fd);
 	listen_fd = -1;

@@ -385,16 +385,26 @@ static bool read_into(int fd, struct ssl_st *ssl, struct buf *b, uint8_t *want)
 	return n == -2;
 }
 
+/*
+ * Past COUT_HIGH the MTA's replies wait in its socket until the client
+ * reads: the session waits on the client, not on the MTA.
+ */
+static bool client_backlogged(const struct session *s)
+{
+	return buf_len(&s->cout) > COUT_HIGH;
+}
+
 /* Returns true when bytes went out: room freed is progress for the pump. */
 static bool flush_client(struct session *s)
 {
 	bool wrote = false;
+	bool backlogged = client_backlogged(s);
 
 	while (buf_len(&s->cout) > 0 && s->state != ST_TLS) {
 		s->c_wwant = 0;
 		ssize_t n = io_write(s->cfd, s->cssl, buf_head(&s->cout), buf_len(&s->cout), &s->c_wwant);
 		if (n == -2)
-			return wrote;
+			break;
 		if (n <= 0) {
 			s->dead = true;
 			return wrote;
@@ -402,6 +412,9 @@ static bool flush_client(struct session *s)
 		buf_drop(&s->cout, (size_t)n);
 		wrote = true;
 	}
+	/* A client working through a backlog of replies is not idle. */
+	if (wrote && backlogged && (s->state == ST_COMMAND || s->state == ST_AUTH))
+		sess_client_timer_again(s);
 	return wrote;
 }
 
@@ -754,7 +767,7 @@ static void on_client_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case ST_COMMAND:
 	case ST_AUTH:
-		if (s->q_upstream > 0 || s->up != UP_READY) {
+		if ((s->q_upstream > 0 || s->up != UP_READY) && !client_backlogged(s)) {
 			/* Waiting for the MTA is not the client's idleness. */
 			sess_client_timer_again(s);
 			break;
@@ -798,6 +811,12 @@ static void on_upstream_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	case UP_NONE:
 		break;
 	default:
+		if (client_backlogged(s)) {
+			/* The reply may be in the socket, unread because of the
+			 * client: the client's timer judges this wait. */
+			ev_timer_again(s->loop, &s->utimer);
+			break;
+		}
 		if (upstream_preparing(s)) {
 			if (s->lis->upstream->starttls && s->up != UP_XCLIENT)
 				sess_upstream_tls_failed(s, "timeout during STARTTLS");

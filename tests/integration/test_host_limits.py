@@ -62,6 +62,43 @@ class OutOfDescriptorsTest(GateTestCase):
         self.assertTrue(wait_until(serves, 20, interval=0.3), gate.log_text()[-2000:])
 
 
+    def test_metrics_listener_rests_too(self):
+        """A scrape arriving with every descriptor in use must not make the
+        metrics listener spin on accept(); it is served once fds are free."""
+        import urllib.request
+        sink = self.start_sink()
+        mport = free_port()
+        gate = self.start_gate(lambda p: config_text(p, ["127.0.0.1:%d" % sink.port],
+                                                     globals_=["metrics 127.0.0.1:%d" % mport],
+                                                     listen=["pregreet 6s"]), start=False)
+        gate.nofile = self.NOFILE
+        gate.start()
+        socks = []
+        try:
+            for _ in range(self.CLIENTS):
+                socks.append(socket.create_connection(("127.0.0.1", gate.port), timeout=5))
+            # the SMTP listeners are resting now; the scrape waits in the
+            # metrics backlog, readable, with no descriptor to take it
+            scrape = socket.create_connection(("127.0.0.1", mport), timeout=5)
+            socks.append(scrape)
+            scrape.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            time.sleep(0.3)
+            cpu0 = proc_cpu_seconds(gate.pid())
+            time.sleep(self.HOLD_S)
+            cpu = proc_cpu_seconds(gate.pid()) - cpu0
+            self.assertLess(cpu, 0.5 * self.HOLD_S, "smtpgate spun: %.2fs CPU in %.1fs" % (cpu, self.HOLD_S))
+        finally:
+            for s in socks:
+                s.close()
+        def scrapes():
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+                    return b"smtpgate_sessions_active" in r.read()
+            except OSError:
+                return False
+        self.assertTrue(wait_until(scrapes, 20, interval=0.3), gate.log_text()[-2000:])
+
+
 class BusyPortTest(GateTestCase):
 
     def _holder(self):

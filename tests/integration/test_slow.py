@@ -3,7 +3,7 @@ served, never timed out while they make progress, and replies stay in order."""
 
 import time
 
-from harness import GateTestCase
+from harness import GateTestCase, free_port, wait_until
 
 
 class SlowPeerTest(GateTestCase):
@@ -41,3 +41,78 @@ class SlowPeerTest(GateTestCase):
         c.send(b"Subject: s\r\n\r\nslow\r\n.\r\n")
         self.assertEqual(c.read_reply(timeout=10).code, 250)
         self.assertEqual(c.cmd("QUIT", timeout=10).code, 221)
+
+
+class NonReadingClientTest(GateTestCase):
+    """A client that pipelines and never reads its replies fills smtpgate's
+    output; the MTA's replies then wait unread in the MTA's socket.  That wait
+    is the client's: it ends as a client timeout, and the MTA is not blamed
+    (no upstream_timeout, no smtpgate_upstream_errors_total)."""
+
+    def test_not_reading_is_the_clients_timeout(self):
+        import re
+        import socket
+        import urllib.request
+        sink = self.start_sink()
+        mport = free_port()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port],
+                             globals_=["timeout command 2s", "metrics 127.0.0.1:%d" % mport])
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gate.port))
+        self.addCleanup(s.close)
+        s.setblocking(False)
+        chunk = b"EHLO client.example\r\n" * 2000
+        sent, t0 = 0, time.monotonic()
+        # push until the proxy stops taking bytes, never reading a reply
+        while time.monotonic() - t0 < 8 and sent < 4_000_000:
+            try:
+                sent += s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.05)
+                if time.monotonic() - t0 > 3:
+                    break
+            except OSError:
+                break
+        t_stuck = time.monotonic()
+
+        def ended():
+            return any(" close " in l or l.endswith(" close") or "timeout" in l
+                       for l in gate.log_lines() if l.startswith("session="))
+        self.assertTrue(wait_until(ended, 15), gate.log_text()[-2000:])
+        waited = time.monotonic() - t_stuck
+        log = gate.log_text()
+        self.assertIn("timeout state=command", log, log[-2000:])
+        self.assertNotIn("upstream_timeout", log, log[-2000:])
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as r:
+            text = r.read().decode()
+        self.assertIsNone(re.search(r"^smtpgate_upstream_errors_total\{.*\} [1-9]", text, re.M), text)
+        # the client's idle limit, not a multiple of it
+        self.assertLess(waited, 2 * 2 + 2, "ended %.1fs after the client stopped" % waited)
+
+    def test_slow_reader_working_through_replies_is_served(self):
+        """The same backlog read slowly, for longer than the idle limit: the
+        client makes progress, so it is not idle and gets every reply."""
+        import socket
+        sink = self.start_sink()
+        gate = self.gate_for(["127.0.0.1:%d" % sink.port], globals_=["timeout command 2s"])
+        n = 12000
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gate.port))
+        self.addCleanup(s.close)
+        s.settimeout(10)
+        s.sendall(b"NOOP\r\n" * n + b"QUIT\r\n")
+        got, t0 = b"", time.monotonic()
+        while time.monotonic() - t0 < 60:
+            part = s.recv(2048)
+            if not part:
+                break
+            got += part
+            time.sleep(0.04)     # about 50 KB/s: the backlog takes seconds
+        took = time.monotonic() - t0
+        lines = got.split(b"\r\n")
+        self.assertTrue(lines[0].startswith(b"220"), lines[:2])
+        self.assertEqual(sum(1 for l in lines if l.startswith(b"250 ")), n, gate.log_text()[-1500:])
+        self.assertTrue(lines[-2].startswith(b"221"), lines[-3:])
+        self.assertGreater(took, 2.0, "the reading was not slower than the idle limit")
