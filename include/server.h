@@ -12,10 +12,10 @@
 #define SERVER_ACCEPT_PAUSE_S 0.5     /* listeners rest this long when out of fds */
 #define SERVER_FINAL_FLUSH_S 2.0      /* after the grace: time for the last 421s */
 
-/* Bind, drop privileges, run until SIGTERM/SIGINT; returns the exit code.
- * Takes over the reference to cfg. */
 /* Hold SIGHUP, SIGUSR1, SIGTERM and SIGINT pending until server_run() handles them. */
 void server_block_signals(void);
+/* Bind, drop privileges, run until SIGTERM/SIGINT; returns the exit code.
+ * Takes over the reference to cfg. */
 int server_run(struct config *cfg);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -307,7 +308,11 @@ int metrics_bind(const struct config_addr *addr)
 
 	if (fd < 0)
 		return -1;
+	/* IPv6-only as the SMTP listeners are, so the config check's idea of
+	 * which addresses collide holds here too. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    (addr->ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) ||
 	    bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 ||
 	    listen(fd, METRICS_BACKLOG) < 0) {
 		int e = errno;

@@ -40,6 +40,7 @@ static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static ev_timer grace_timer, drain_check;
 static ev_prepare log_prepare;
 static bool draining;
+static bool started_as_root;   /* only then does `user` mean anything */
 
 static ev_timer accept_pause;
 
@@ -286,8 +287,8 @@ static void on_hup(struct ev_loop *l, ev_signal *w, int revents)
 		log_msg("listen", "metrics %s", cfg->metrics.text);
 	}
 	if (relog && log_use(cfg->log_target, lfp, cfg->log_file, cfg->log_format) < 0)
-		log_msg("log_error", "%s: log: out of memory; logging to stderr", cfg->log_where);
-	if (user_changed(cfg, old))
+		log_msg("log_error", "%s: log: out of memory; keeping the previous log", cfg->log_where);
+	if (user_changed(cfg, old) && started_as_root)
 		log_msg("reload_warning", "%s: user %s takes effect at the next start, not on reload",
 		    cfg->user ? cfg->user_where : cfg->file, cfg->user ? cfg->user : "(none)");
 	config_unref(old);
@@ -381,7 +382,8 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
-void server_block_signals(void)
+/* The signals server_run() handles: HOW is SIG_BLOCK or SIG_UNBLOCK. */
+static void handled_signals_mask(int how)
 {
 	sigset_t set;
 
@@ -390,19 +392,12 @@ void server_block_signals(void)
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	(void)sigprocmask(SIG_BLOCK, &set, NULL);     /* cannot fail with a valid set */
+	(void)sigprocmask(how, &set, NULL);     /* cannot fail with a valid set */
 }
 
-static void server_unblock_signals(void)
+void server_block_signals(void)
 {
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	(void)sigprocmask(SIG_UNBLOCK, &set, NULL);
+	handled_signals_mask(SIG_BLOCK);
 }
 
 int server_run(struct config *cfg)
@@ -410,6 +405,7 @@ int server_run(struct config *cfg)
 	int rc = 0;
 
 	current = cfg;
+	started_as_root = geteuid() == 0;
 	loop = ev_default_loop(EVFLAG_AUTO);
 	ev_timer_init(&accept_pause, on_accept_pause, SERVER_ACCEPT_PAUSE_S, 0.0);
 	if (!loop) {
@@ -440,7 +436,7 @@ int server_run(struct config *cfg)
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_usr1);
-	server_unblock_signals();   /* main() held them until now */
+	handled_signals_mask(SIG_UNBLOCK);   /* main() held them until now */
 	ev_prepare_init(&log_prepare, on_prepare);
 	ev_prepare_start(loop, &log_prepare);
 	log_set_batching(true);
