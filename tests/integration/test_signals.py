@@ -192,6 +192,10 @@ class EarlySignalTest(GateTestCase):
     action is to terminate)."""
 
     def test_hup_during_startup_is_a_reload(self):
+        if os.environ.get("SMTPGATE_VALGRIND_DIR"):
+            # valgrind masks signals for its own reasons: SigBlk says
+            # nothing about smtpgate's main() there
+            self.skipTest("not meaningful under valgrind")
         sink = self.start_sink()
         d = tempfile.mkdtemp(prefix="sgit-early-")
         self.addCleanup(shutil.rmtree, d, True)
