@@ -20,6 +20,11 @@
 #define CONFIG_MAX_ERRORS 100      /* stop reporting after this many */
 #define CONF_ERROR_MAX 1024        /* one error message, longer ones cut */
 #define CONFIG_INCLUDE_DEPTH 16
+/* Each is a socket or a connect target; the bounds keep the pairwise
+ * duplicate checks (and a reload) quick. */
+#define CONFIG_LISTENS_MAX 1024
+#define CONFIG_UPSTREAMS_MAX 1024
+#define CONFIG_SERVERS_MAX 64      /* per upstream */
 
 enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG, LOG_TARGET_FILE };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };

@@ -9,12 +9,19 @@
 #ifndef SMTPGATE_CONFLEX_H
 #define SMTPGATE_CONFLEX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
 #define CONF_TOKEN_MAX 4096             /* longest word, string or regex */
 #define CONF_NESTING_MAX 8              /* blocks inside blocks */
 #define CONF_FILE_MAX (16u << 20)       /* bytes in one file */
+/* Bounds on one whole load, includes and all: a config that fans out
+ * (each file including the next several times) or repeats one file many
+ * times is refused at once instead of eating the memory and the time of
+ * the running proxy at SIGHUP. */
+#define CONF_READS_MAX 1024             /* files read */
+#define CONF_WORDS_MAX (1u << 18)       /* words (a statement has one at least) */
 
 enum conf_word_kind {
 	CONF_WORD_BARE,                     /* user, 127.0.0.1:25, /etc/x.pem */
@@ -53,6 +60,9 @@ struct conf_tree {
 	char **files;                       /* every file read, for conf_stmt.file */
 	size_t nfiles;
 	int last_line;                      /* of the top file, for whole-file errors */
+	size_t nreads;                      /* files read so far (CONF_READS_MAX) */
+	size_t nwords;                      /* words so far (CONF_WORDS_MAX) */
+	bool too_large;                     /* a bound was hit: reported, parsing stopped */
 };
 
 /* Errors are counted here and written as "FILE:LINE: message\n". */

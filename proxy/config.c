@@ -299,6 +299,57 @@ addr_overlap(const struct config_addr *a, const struct config_addr *b)
 	    memcmp(&b6->sin6_addr, &any6, sizeof(any6)) == 0);
 }
 
+static bool
+addr_is_any(const struct config_addr *a)
+{
+	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+
+	if (a->ss.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr, &any6, sizeof(any6)) == 0;
+}
+
+/*
+ * A connect to SERVER would reach listener LN: the same address, or a
+ * loopback one on a wildcard listener (a wildcard listener's other local
+ * addresses are not known here).
+ */
+static bool
+listen_catches(const struct config_addr *ln, const struct config_addr *server)
+{
+	static const struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
+
+	if (same_addr(ln, server))
+		return true;
+	if (!addr_overlap(ln, server) || !addr_is_any(ln))
+		return false;
+	if (server->ss.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&server->ss)->sin_addr.s_addr) >> 24) == 127;
+	return memcmp(&((const struct sockaddr_in6 *)&server->ss)->sin6_addr, &lo6, sizeof(lo6)) == 0;
+}
+
+/*
+ * "FILE:LINE" for errors found once the tree is gone (binding, opening the
+ * log).  A path too long for it loses its head, never the line: the file's
+ * own name and the line are what the admin needs.
+ */
+static void
+set_where(char out[CONFIG_WHERE_MAX], const struct conf_stmt *st)
+{
+	char line[16];
+	size_t llen = (size_t)snprintf(line, sizeof line, ":%d", st->line);
+	size_t flen = strlen(st->file), room = CONFIG_WHERE_MAX - 1 - llen;
+
+	if (flen <= room) {
+		memcpy(out, st->file, flen);
+	} else {
+		memcpy(out, "...", 3);
+		memcpy(out + 3, st->file + flen - (room - 3), room - 3);
+		flen = room;
+	}
+	memcpy(out + flen, line, llen + 1);
+}
+
 /* ---- arguments of one statement --------------------------------------- */
 
 static const char *
@@ -627,6 +678,14 @@ up_server(struct loader *L, const struct conf_stmt *st, void *ctx)
 
 	if (get_addr(L, st, 1, &addr) == -1)
 		return -1;
+	if (addr_is_any(&addr)) {
+		err(L, st, "server %s: a wildcard is no address to connect to", addr.text);
+		return -1;
+	}
+	if (up->nservers >= CONFIG_SERVERS_MAX) {
+		err(L, st, "server: more than %d in one upstream", CONFIG_SERVERS_MAX);
+		return -1;
+	}
 	if ((servers = conf_grow(up->servers, up->nservers,
 	    sizeof(*servers))) == NULL) {
 		err(L, st, "out of memory");
@@ -715,6 +774,10 @@ global_upstream(struct loader *L, const struct conf_stmt *st, void *ctx)
 	up.connect_timeout_ms = 10000;
 	if (get_name(L, st, 1, up.name) == -1)
 		keep = false;
+	if (keep && cfg->nupstreams >= CONFIG_UPSTREAMS_MAX) {
+		err(L, st, "upstream: more than %d", CONFIG_UPSTREAMS_MAX);
+		keep = false;
+	}
 	for (i = 0; keep && i < cfg->nupstreams; i++) {
 		if (strcmp(cfg->upstreams[i].name, up.name) == 0) {
 			err(L, st, "upstream: \"%s\" is already defined",
@@ -735,7 +798,12 @@ global_upstream(struct loader *L, const struct conf_stmt *st, void *ctx)
 	if (keep && up.starttls) {
 		char why[TLS_ERR_MAX];
 		if ((up.tls_ctx = tls_client_ctx_new(&up, why, sizeof why)) == NULL) {
-			err(L, st, "upstream %s: %s", up.name, why);
+			/* with a ca of its own, that file is what failed */
+			const struct conf_stmt *at = st;
+			for (i = 0; up.ca != NULL && i < st->block->nstmts; i++)
+				if (strcmp(arg(&st->block->stmts[i], 0), "ca") == 0)
+					at = &st->block->stmts[i];
+			err(L, at, "upstream %s: %s", up.name, why);
 			keep = false;
 		}
 	}
@@ -880,10 +948,14 @@ global_listen(struct loader *L, const struct conf_stmt *st, void *ctx)
 	ln.tls = TLS_MODE_NONE;
 	ln.auth = AUTH_MODE_AS_MTA;
 	ln.line = st->line;
-	snprintf(ln.where, sizeof ln.where, "%s:%d", st->file, st->line);
+	set_where(ln.where, st);
 	pend.file = st->file;
 	if (get_bind_addr(L, st, 1, &ln.addr) == -1)
 		keep = false;
+	if (keep && cfg->nlistens >= CONFIG_LISTENS_MAX) {
+		err(L, st, "listen: more than %d", CONFIG_LISTENS_MAX);
+		keep = false;
+	}
 	for (i = 0; keep && i < cfg->nlistens; i++) {
 		if (same_addr(&cfg->listens[i].addr, &ln.addr)) {
 			err(L, st, "listen: %s is already declared at %s:%d",
@@ -921,8 +993,7 @@ static int
 global_user(struct loader *L, const struct conf_stmt *st, void *ctx)
 {
 	(void)ctx;
-	snprintf(L->cfg->user_where, sizeof L->cfg->user_where, "%s:%d",
-	    st->file, st->line);
+	set_where(L->cfg->user_where, st);
 	if (get_string(L, st, 1, &L->cfg->user) < 0)
 		return -1;
 	/* Known now, not after the listeners are bound: -t must catch it. */
@@ -988,8 +1059,7 @@ global_log(struct loader *L, const struct conf_stmt *st, void *ctx)
 	int v;
 
 	(void)ctx;
-	snprintf(cfg->log_where, sizeof cfg->log_where, "%s:%d", st->file,
-	    st->line);
+	set_where(cfg->log_where, st);
 	if (strcmp(target, "stderr") == 0) {
 		cfg->log_target = LOG_TARGET_STDERR;
 	} else if (strcmp(target, "syslog") == 0) {
@@ -1018,8 +1088,7 @@ static int
 global_metrics(struct loader *L, const struct conf_stmt *st, void *ctx)
 {
 	(void)ctx;
-	snprintf(L->cfg->metrics_where, sizeof L->cfg->metrics_where, "%s:%d",
-	    st->file, st->line);
+	set_where(L->cfg->metrics_where, st);
 	if (get_bind_addr(L, st, 1, &L->cfg->metrics) == -1)
 		return -1;
 	L->cfg->has_metrics = true;
@@ -1166,14 +1235,24 @@ resolve(struct loader *L, const struct conf_tree *tree)
 		} else if (cfg->nupstreams == 1) {
 			ln->upstream = &cfg->upstreams[0];
 		} else if (cfg->nupstreams == 0) {
-			conf_error(L->errs, p->file, ln->line,
-			    "listen %s: no upstream is defined",
-			    ln->addr.text);
+			/* a broken upstream has had its own error */
+			if (L->nbroken == 0)
+				conf_error(L->errs, p->file, ln->line,
+				    "listen %s: no upstream is defined",
+				    ln->addr.text);
 		} else {
 			conf_error(L->errs, p->file, ln->line,
 			    "listen %s: name one of the upstreams with "
 			    "\"upstream NAME\"", ln->addr.text);
 		}
+		/* A session would connect back to this listener, and so on
+		 * until max_sessions is full. */
+		for (j = 0; ln->upstream != NULL && j < ln->upstream->nservers; j++)
+			if (listen_catches(&ln->addr, &ln->upstream->servers[j]))
+				conf_error(L->errs, p->file, ln->line,
+				    "listen %s: its upstream %s has server %s, which is this "
+				    "listener (a loop)", ln->addr.text, ln->upstream->name,
+				    ln->upstream->servers[j].text);
 		/* Exact duplicates were refused where the second was read. */
 		for (j = 0; j < i; j++)
 			if (addr_overlap(&cfg->listens[j].addr, &ln->addr) &&

@@ -5,12 +5,15 @@
  * /regexes/); config.c gives the tree its meaning.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "conflex.h"
@@ -140,64 +143,101 @@ intern_file(struct conf_tree *tree, const char *file)
 	return copy;
 }
 
-/* The whole file, bounded by CONF_FILE_MAX; -1 with errno set on failure. */
+/*
+ * The whole file, bounded by CONF_FILE_MAX; -1 with errno set on failure.
+ * Only a regular file: a FIFO or a device would block the loop at SIGHUP
+ * (the open is non-blocking for the same reason).
+ */
 static int
 read_file(const char *path, char **out, size_t *outlen)
 {
-	FILE *fp;
-	char *buf = NULL, *nbuf;
-	size_t len = 0, cap = 0, n;
-	int saved;
+	struct stat sb;
+	char *buf = NULL;
+	size_t len = 0, cap;
+	ssize_t n;
+	int fd, saved;
 
-	if ((fp = fopen(path, "r")) == NULL)
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1)
 		return -1;
+	if (fstat(fd, &sb) == -1)
+		goto fail;
+	if (S_ISDIR(sb.st_mode)) {
+		errno = EISDIR;
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		errno = EINVAL;   /* see read_error() */
+		goto fail;
+	}
+	if ((uint64_t)sb.st_size > CONF_FILE_MAX) {
+		errno = EFBIG;
+		goto fail;
+	}
+	/* one byte more than the file's size: a file that grows is seen */
+	cap = (size_t)sb.st_size + 1;
+	if ((buf = malloc(cap)) == NULL)
+		goto fail;
 	for (;;) {
 		if (len == cap) {
-			if (cap >= CONF_FILE_MAX) {
+			char *nbuf;
+			if (cap > CONF_FILE_MAX) {
 				errno = EFBIG;
 				goto fail;
 			}
-			cap = cap == 0 ? 8192 : 2 * cap;
+			cap = cap * 2 > CONF_FILE_MAX + 1 ? CONF_FILE_MAX + 1 : cap * 2;
 			if ((nbuf = realloc(buf, cap)) == NULL)
 				goto fail;
 			buf = nbuf;
 		}
-		n = fread(buf + len, 1, cap - len, fp);
-		len += n;
-		if (n == 0) {
-			if (ferror(fp)) {
-				/* fread sets errno on Linux (EISDIR, EIO) */
-				if (errno == 0)
-					errno = EIO;
-				goto fail;
-			}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto fail;
+		if (n == 0)
 			break;
-		}
+		len += (size_t)n;
 	}
 	if (len > CONF_FILE_MAX) {
 		errno = EFBIG;
 		goto fail;
 	}
-	if (fclose(fp) != 0) {
-		fp = NULL;
-		goto fail;
-	}
+	close(fd);
 	*out = buf;
 	*outlen = len;
 	return 0;
 fail:
 	saved = errno;
-	if (fp != NULL)
-		fclose(fp);
+	close(fd);
 	free(buf);
 	errno = saved;
 	return -1;
 }
 
+static const char *
+read_error(int e)
+{
+	return e == EINVAL ? "not a regular file" : strerror(e);
+}
+
 static bool
 give_up(const struct lexer *lx)
 {
-	return lx->errs->count > CONFIG_MAX_ERRORS;
+	return lx->errs->count > CONFIG_MAX_ERRORS || lx->tree->too_large;
+}
+
+/* Counts one word against CONF_WORDS_MAX; false past it. */
+static bool
+take_word(struct lexer *lx)
+{
+	if (lx->tree->too_large)
+		return false;
+	if (++lx->tree->nwords <= CONF_WORDS_MAX)
+		return true;
+	conf_error(lx->errs, lx->file, lx->line,
+	    "configuration too large: more than %u words", CONF_WORDS_MAX);
+	lx->tree->too_large = true;
+	return false;
 }
 
 static void
@@ -406,11 +446,20 @@ include_one(struct lexer *lx, struct conf_block *blk, const char *path,
 	size_t len;
 	int r;
 
+	if (lx->tree->too_large)
+		return 0;
+	if (++lx->tree->nreads > CONF_READS_MAX) {
+		conf_error(lx->errs, lx->file, line,
+		    "include: more than %u files read in all (includes that fan out?)",
+		    CONF_READS_MAX);
+		lx->tree->too_large = true;
+		return 0;
+	}
 	if (read_file(path, &text, &len) == -1) {
 		if (errno == ENOMEM)
 			return -1;
 		conf_error(lx->errs, lx->file, line,
-		    "include: cannot read \"%s\": %s", path, strerror(errno));
+		    "include: cannot read \"%s\": %s", path, read_error(errno));
 		return 0;
 	}
 	/* on the heap: CONF_TOKEN_MAX per level of include */
@@ -436,16 +485,57 @@ include_one(struct lexer *lx, struct conf_block *blk, const char *path,
 	return r;
 }
 
-/* `include PATH`: relative to the including file; a glob may match none. */
+/*
+ * glob(3) reports a directory it cannot read only through this callback,
+ * which has no context argument; config loading is single-threaded.
+ */
+static int glob_errno;
+
+static int
+glob_failed(const char *epath, int eerrno)
+{
+	(void)epath;
+	/* a directory that does not exist is a pattern matching nothing */
+	if (eerrno == ENOENT || eerrno == ENOTDIR)
+		return 0;
+	glob_errno = eerrno;
+	return 1;
+}
+
+/* Metacharacters of the including file's directory are literal. */
+static char *
+glob_escape(const char *s, size_t n)
+{
+	char *out = malloc(2 * n + 1), *o = out;
+
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (strchr("*?[]\\", s[i]) != NULL)
+			*o++ = '\\';
+		*o++ = s[i];
+	}
+	*o = '\0';
+	return out;
+}
+
+/*
+ * `include PATH`: relative to the including file.  PATH with `*`, `?` or
+ * `[` is a glob, which may match nothing (an empty conf.d); a directory on
+ * its way that cannot be read is an error, never "nothing", or a reload
+ * after dropping privileges would silently lose those files.  A pattern
+ * that matches nothing but names an existing file is that file.
+ */
 static int
 do_include(struct lexer *lx, struct conf_block *blk,
     const struct conf_stmt *st, int depth)
 {
 	const char *path, *slash;
-	char *full;
+	char *full, *pattern, *dir;
+	struct stat sb;
 	glob_t g;
-	size_t i, dirlen;
-	int r = 0;
+	size_t i, dirlen = 0;
+	int r = 0, rc;
 
 	if (st->nwords != 2 || st->block != NULL) {
 		conf_error(lx->errs, st->file, st->line,
@@ -460,37 +550,51 @@ do_include(struct lexer *lx, struct conf_block *blk,
 	}
 	path = st->words[1].text;
 	slash = strrchr(lx->file, '/');
-	if (path[0] == '/' || slash == NULL) {
-		full = strdup(path);
-	} else {
-		dirlen = (size_t)(slash - lx->file);
-		if ((full = malloc(dirlen + 1 + strlen(path) + 1)) != NULL) {
-			memcpy(full, lx->file, dirlen + 1);
-			strcpy(full + dirlen + 1, path);
-		}
-	}
-	if (full == NULL)
+	if (path[0] != '/' && slash != NULL)
+		dirlen = (size_t)(slash - lx->file) + 1;
+	if ((full = malloc(dirlen + strlen(path) + 1)) == NULL)
 		return -1;
+	memcpy(full, lx->file, dirlen);
+	strcpy(full + dirlen, path);
 
-	if (strpbrk(full, "*?[") == NULL) {
+	if (strpbrk(path, "*?[") == NULL) {
 		r = include_one(lx, blk, full, st->line, depth);
 		free(full);
 		return r;
 	}
-	switch (glob(full, 0, NULL, &g)) {
+	if ((dir = glob_escape(lx->file, dirlen)) == NULL) {
+		free(full);
+		return -1;
+	}
+	pattern = malloc(strlen(dir) + strlen(path) + 1);
+	if (pattern == NULL) {
+		free(dir);
+		free(full);
+		return -1;
+	}
+	strcpy(pattern, dir);
+	strcat(pattern, path);
+	free(dir);
+	glob_errno = 0;
+	rc = glob(pattern, 0, glob_failed, &g);
+	free(pattern);
+	switch (rc) {
 	case 0:
 		for (i = 0; i < g.gl_pathc && r == 0; i++)
 			r = include_one(lx, blk, g.gl_pathv[i], st->line, depth);
 		globfree(&g);
 		break;
 	case GLOB_NOMATCH:
+		if (stat(full, &sb) == 0)
+			r = include_one(lx, blk, full, st->line, depth);
 		break;
 	case GLOB_NOSPACE:
 		r = -1;
 		break;
 	default:
 		conf_error(lx->errs, st->file, st->line,
-		    "include: cannot read \"%s\"", full);
+		    "include: cannot read \"%s\": %s", full,
+		    strerror(glob_errno ? glob_errno : EIO));
 		break;
 	}
 	free(full);
@@ -542,6 +646,10 @@ parse_block(struct lexer *lx, struct conf_block *blk, int depth,
 		when = st.nwords > 0 && is_bare(&st.words[0], "when");
 		switch (next_token(lx, &w, when)) {
 		case T_WORD:
+			if (!take_word(lx)) {
+				broken = true;
+				break;
+			}
 			if (add_word(&st, &w, lx->buf) == -1)
 				goto oom;
 			if (st.nwords == 1) {
@@ -664,7 +772,7 @@ conf_parse_file(const char *file, struct conf_errs *errs)
 	size_t len;
 
 	if (read_file(file, &text, &len) == -1) {
-		conf_error(errs, file, 0, "cannot read: %s", strerror(errno));
+		conf_error(errs, file, 0, "cannot read: %s", read_error(errno));
 		if ((tree = calloc(1, sizeof(*tree))) == NULL)
 			conf_error(errs, file, 0, "out of memory");
 		return tree;

@@ -61,7 +61,9 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - start
 
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # a test can fail and then also error in its clean-up: count it once
+    failed = len({id(t) for t, _ in result.failures + result.errors} |
+                 {id(t) for t in result.unexpectedSuccesses})
     skipped = len(result.skipped)
     passed = result.testsRun - failed - skipped - len(result.expectedFailures)
     sys.stdout.flush()

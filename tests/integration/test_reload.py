@@ -2,9 +2,10 @@
 and sessions open at a reload finish under the config they began with."""
 
 import os
+import shutil
 import signal
 
-from harness import GateTestCase, SMTPClient, config_text, free_port, is_listening, wait_until
+from harness import GateTestCase, SMTPClient, config_text, free_port, is_listening, mkdtemp, wait_until
 
 
 def reload_events(gate, result):
@@ -178,3 +179,51 @@ class ReloadAllOrNothingTest(GateTestCase):
         warn = [l for l in gate.log_lines() if l.startswith("reload_warning")]
         self.assertTrue(any("smtpgate.conf:2: user nobody takes effect at the next start" in l
                             for l in warn), gate.log_text())
+
+
+class ReloadIncludesTest(GateTestCase):
+    """Includes at SIGHUP: what cannot be read fails the reload as a whole,
+    and nothing an include names can block the event loop."""
+
+    def test_fifo_include_fails_the_reload_without_blocking(self):
+        sink = self.start_sink()
+        servers = ["127.0.0.1:%d" % sink.port]
+        gate = self.gate_for(servers, globals_=["max_recipients 1"])
+        fifo = os.path.join(gate.dir, "pipe.conf")
+        os.mkfifo(fifo)
+        with open(gate.conf, "a") as f:
+            f.write("include %s\n" % fifo)
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "failed"), 5), gate.log_text())
+        self.assertTrue(any("include: cannot read \\\"%s\\\": not a regular file" % fifo in l
+                            for l in gate.log_lines()), gate.log_text())
+        c = self.greet(gate.port)       # the loop was never blocked
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r1@test.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r2@test.example>").code, 452)
+        c.cmd("QUIT")
+
+    def test_unreadable_glob_directory_fails_the_reload(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to start and `user nobody` to drop to")
+        sink = self.start_sink()
+        servers = ["127.0.0.1:%d" % sink.port]
+        d = mkdtemp("sgit-priv-")
+        self.addCleanup(shutil.rmtree, d, True)
+        priv = os.path.join(d, "priv")
+        os.mkdir(priv, 0o700)
+        with open(os.path.join(priv, "a.conf"), "w") as f:
+            f.write("max_recipients 1\n")
+        gate = self.gate_for(servers, globals_=["user nobody", "include %s/*.conf" % priv])
+        os.chmod(gate.dir, 0o755)
+        os.chmod(gate.conf, 0o644)
+        # as nobody, priv/ cannot be searched: that is an error, never "no match"
+        gate.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: reload_events(gate, "failed"), 5), gate.log_text())
+        self.assertTrue(any("priv/*.conf\\\": Permission denied" in l
+                            for l in gate.log_lines()), gate.log_text())
+        c = self.greet(gate.port)       # still max_recipients 1 from priv/a.conf
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r1@test.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r2@test.example>").code, 452)
+        c.cmd("QUIT")

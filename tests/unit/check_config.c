@@ -615,7 +615,7 @@ static const struct good_case {
 	  "upstream b { server 10.0.0.1:25; forward proxy-v1 }\n",
 	  check_full },
 	{ "one line",
-	  "upstream u { server 1.2.3.4:25; server [::1]:25; forward proxy-v2 }"
+	  "upstream u { server 1.2.3.4:25; server [::1]:10025; forward proxy-v2 }"
 	  "; listen *:25 { banner \"a \\\\ b\" } listen [::]:25; "
 	  "max_sessions 3 # done\n",
 	  check_one_line },
@@ -670,7 +670,7 @@ static const struct bad_case {
 	  "listen 127.0.0.1:2525 { upstream u }\n", 1,
 	  "upstream u: verify on needs starttls on", 1 },
 	{ "a broken upstream is not also unknown", "upstream u {\n server 127.0.0.1:1\n"
-	  " starttls on\n verify on\n ca /nonexistent/ca.pem\n}\nlisten 127.0.0.1:2525 { upstream u }\n", 1,
+	  " starttls on\n verify on\n ca /nonexistent/ca.pem\n}\nlisten 127.0.0.1:2525 { upstream u }\n", 5,
 	  "upstream u: ", 1 },
 	{ "auth require-tls without tls", MINIMAL "listen 127.0.0.1:2527 {\n upstream u\n"
 	  " auth require-tls\n}\n", 5, "auth require-tls: listen 127.0.0.1:2527 has no tls", 1 },
@@ -736,7 +736,7 @@ static const struct bad_case {
 	{ "tls key not the certificate's", MINIMAL "tls { certificate " UNIT_CERT "; key " UNIT_CERT " }\n",
 	  3, "tls: " UNIT_CERT ": ", 1 },
 	{ "upstream ca missing", "upstream u { server 127.0.0.1:25; starttls on; verify on; ca /nonexistent/ca.pem }\n"
-	  "listen 127.0.0.1:2\n", 1, "upstream u: /nonexistent/ca.pem: ", 2 },
+	  "listen 127.0.0.1:2\n", 1, "upstream u: /nonexistent/ca.pem: ", 1 },
 	{ "tls without block", "tls\n" MINIMAL, 1,
 	  "tls: expected a { block }", 1 },
 	{ "certificate without key", MINIMAL "tls {\n certificate /c.pem\n}\n",
@@ -821,6 +821,17 @@ static const struct bad_case {
 	{ "include missing", MINIMAL "include /nonexistent-smtpgate.conf\n", 3,
 	  "include: cannot read \"/nonexistent-smtpgate.conf\": No such file "
 	  "or directory", 1 },
+	{ "include of a device", MINIMAL "include /dev/null\n", 3,
+	  "include: cannot read \"/dev/null\": not a regular file", 1 },
+	{ "upstream is the listener itself", "upstream u { server 127.0.0.1:2525 }\n"
+	  "listen 127.0.0.1:2525\n", 2,
+	  "listen 127.0.0.1:2525: its upstream u has server 127.0.0.1:2525, which is this "
+	  "listener (a loop)", 1 },
+	{ "loopback upstream on a wildcard listener", "upstream u { server 127.0.0.5:25 }\n"
+	  "listen 127.0.0.1:2525\nlisten *:25\n", 3,
+	  "listen *:25: its upstream u has server 127.0.0.5:25", 1 },
+	{ "wildcard server", "upstream u { server *:25 }\nlisten 127.0.0.1:2525\n", 1,
+	  "server *:25: a wildcard is no address to connect to", 1 },
 	{ "errors collected", "max_sessions x\nfoo\n" MINIMAL "bar\n", 1,
 	  "max_sessions: expected a number", 3 },
 };
@@ -1060,6 +1071,100 @@ START_TEST(test_include_cycle)
 }
 END_TEST
 
+/* Glob characters in the including file's directory are no pattern. */
+START_TEST(test_include_glob_chars_in_dir)
+{
+	struct incdir d;
+	struct capture cerr;
+	const char *main_conf, *got;
+
+	inc_setup(&d, "c[1]");
+	main_conf = inc_write(&d, "c[1]/main.conf",
+	    "include extra.conf\n"
+	    "include missing.conf\n" MINIMAL);
+	inc_write(&d, "c[1]/extra.conf", "max_sessions BROKEN\n");
+	cap_open(&cerr);
+	ck_assert_ptr_null(config_load(main_conf, cerr.fp));
+	got = cap_text(&cerr);
+	ck_assert_msg(count_lines(got) == 2 &&
+	    strstr(got, "c[1]/main.conf:2: include: cannot read") != NULL &&
+	    strstr(got, "c[1]/extra.conf:1: max_sessions: expected a number") != NULL,
+	    "got\n%s", got);
+	cap_free(&cerr);
+	inc_cleanup(&d, "c[1]");
+}
+END_TEST
+
+/* A pattern that matches nothing but names a file is that file. */
+START_TEST(test_include_pattern_naming_a_file)
+{
+	struct incdir d;
+	struct capture cerr;
+	const char *main_conf, *got;
+
+	inc_setup(&d, NULL);
+	main_conf = inc_write(&d, "main.conf", "include \"lit[1].conf\"\n" MINIMAL);
+	inc_write(&d, "lit[1].conf", "max_sessions x\n");
+	cap_open(&cerr);
+	ck_assert_ptr_null(config_load(main_conf, cerr.fp));
+	got = cap_text(&cerr);
+	ck_assert_msg(count_lines(got) == 1 &&
+	    strstr(got, "lit[1].conf:1: max_sessions: expected a number") != NULL,
+	    "got\n%s", got);
+	cap_free(&cerr);
+	inc_cleanup(&d, NULL);
+}
+END_TEST
+
+/* Each file includes the next four times: 5,461 reads, refused past 1,024. */
+START_TEST(test_include_fan_out)
+{
+	struct incdir d;
+	struct capture cerr;
+	const char *main_conf, *got;
+	char name[16], text[128];
+
+	inc_setup(&d, NULL);
+	main_conf = inc_write(&d, "main.conf", "include l1.conf\n" MINIMAL);
+	for (int i = 1; i <= 6; i++) {
+		snprintf(name, sizeof name, "l%d.conf", i);
+		snprintf(text, sizeof text, "include l%d.conf\ninclude l%d.conf\n"
+		    "include l%d.conf\ninclude l%d.conf\n", i + 1, i + 1, i + 1, i + 1);
+		inc_write(&d, name, text);
+	}
+	inc_write(&d, "l7.conf", "# leaf\n");
+	cap_open(&cerr);
+	ck_assert_ptr_null(config_load(main_conf, cerr.fp));
+	got = cap_text(&cerr);
+	ck_assert_msg(count_lines(got) == 1 &&
+	    strstr(got, "include: more than 1024 files read in all") != NULL,
+	    "got\n%s", got);
+	cap_free(&cerr);
+	inc_cleanup(&d, NULL);
+}
+END_TEST
+
+/* 300,000 words (a `;` each) are past CONF_WORDS_MAX: one error, and quickly. */
+START_TEST(test_too_many_words)
+{
+	size_t n = 300000, len = 2 * n;
+	char *text = malloc(len + 1);
+	struct conf_errs e = { NULL, 0 };
+	struct conf_tree *t;
+
+	ck_assert_ptr_nonnull(text);
+	for (size_t i = 0; i < n; i++)
+		memcpy(text + 2 * i, "a;", 2);
+	text[len] = '\0';
+	t = conf_parse_string("T", text, len, &e);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(e.count, 1);
+	ck_assert_uint_le(t->nwords, CONF_WORDS_MAX + 1);
+	conf_tree_free(t);
+	free(text);
+}
+END_TEST
+
 /* ---- the shipped sample ----------------------------------------------------- */
 
 START_TEST(test_sample)
@@ -1115,6 +1220,10 @@ config_suite(void)
 	tcase_add_test(tc, test_include_errors);
 	tcase_add_test(tc, test_include_cycle);
 	tcase_add_test(tc, test_include_again);
+	tcase_add_test(tc, test_include_glob_chars_in_dir);
+	tcase_add_test(tc, test_include_pattern_naming_a_file);
+	tcase_add_test(tc, test_include_fan_out);
+	tcase_add_test(tc, test_too_many_words);
 	tcase_add_test(tc, test_sample);
 	suite_add_tcase(s, tc);
 	return s;
