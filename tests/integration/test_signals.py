@@ -200,10 +200,13 @@ class EarlySignalTest(GateTestCase):
         d = tempfile.mkdtemp(prefix="sgit-early-")
         self.addCleanup(shutil.rmtree, d, True)
         port = free_port()
-        # 20,000 upstreams make loading the config take a good fraction of
-        # a second, so the signal lands before the loop runs
+        # 1,000 upstreams of 64 servers each (the most a config may have)
+        # make loading take tens of milliseconds, so the signal lands
+        # before the loop runs
         text = config_text(port, ["127.0.0.1:%d" % sink.port])
-        text += "".join("upstream u%d { server 127.0.0.1:1 }\n" % i for i in range(20000))
+        text += "".join("upstream u%d {\n%s}\n" % (i, "".join(
+            "  server 127.0.0.%d:%d\n" % (j + 1, 1000 + i) for j in range(64)))
+            for i in range(1000))
         path = os.path.join(d, "early.conf")
         with open(path, "w") as f:
             f.write(text)
