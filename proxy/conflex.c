@@ -38,13 +38,15 @@ static int parse_block(struct lexer *, struct conf_block *, int depth,
 /*
  * Messages quote the file's own bytes: control characters among them would
  * move the cursor or forge lines on the admin's terminal and in the log.
+ * Bytes past ASCII are shown too, as C1 controls, bidi overrides or a BOM
+ * would otherwise hide what is wrong with a word.
  */
 static void
 put_visible(FILE *out, const char *s)
 {
 	for (; *s != '\0'; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c < 0x20 || c == 0x7f)
+		if (c < 0x20 || c >= 0x7f)
 			fprintf(out, "\\x%02x", c);
 		else
 			fputc(c, out);

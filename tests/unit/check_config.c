@@ -810,6 +810,8 @@ static const struct bad_case {
 	  "log: /tmp is a directory", 1 },
 	{ "control bytes quoted visibly", "us\x1b[2Jer x\n" MINIMAL, 1,
 	  "unknown directive \"us\\x1b[2Jer\"", 1 },
+	{ "a byte-order mark shown", "\xef\xbb\xbfuser x\n" MINIMAL, 1,
+	  "unknown directive \"\\xef\\xbb\\xbfuser\"", 1 },
 	{ "empty banner", MINIMAL "listen *:1 { banner \"\" }\n", 3,
 	  "banner: must not be empty", 1 },
 	{ "no listen", "user nobody\n\n", 2, "no listen directive: nothing to do", 1 },
