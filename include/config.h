@@ -25,6 +25,7 @@
 #define CONFIG_LISTENS_MAX 1024
 #define CONFIG_UPSTREAMS_MAX 1024
 #define CONFIG_SERVERS_MAX 64      /* per upstream */
+#define CONFIG_WAIT_MAX_MS 86400000ULL  /* timeouts, pregreet, shutdown_grace: 1d */
 
 enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG, LOG_TARGET_FILE };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };

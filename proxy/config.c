@@ -406,6 +406,11 @@ get_duration(struct loader *L, const struct conf_stmt *st, size_t i,
 		err(L, st, "%s: must be longer than 0", arg(st, 0));
 		return -1;
 	}
+	/* a wait of more than a day is a typo, not a policy */
+	if (v > CONFIG_WAIT_MAX_MS) {
+		err(L, st, "%s: " SHOW " is longer than 1d", arg(st, 0), arg(st, i));
+		return -1;
+	}
 	*ms = v;
 	return 0;
 }

@@ -823,6 +823,8 @@ static const struct bad_case {
 	{ "include missing", MINIMAL "include /nonexistent-smtpgate.conf\n", 3,
 	  "include: cannot read \"/nonexistent-smtpgate.conf\": No such file "
 	  "or directory", 1 },
+	{ "a wait past a day", MINIMAL "listen *:1 { pregreet 100000000000d }\n", 3,
+	  "pregreet: 100000000000d is longer than 1d", 1 },
 	{ "include of a device", MINIMAL "include /dev/null\n", 3,
 	  "include: cannot read \"/dev/null\": not a regular file", 1 },
 	{ "upstream is the listener itself", "upstream u { server 127.0.0.1:2525 }\n"
