@@ -33,23 +33,34 @@ static void forward(struct session *s, const char *line, size_t len, enum expect
 		sess_upstream_timer_again(s, s->cfg->timeout_command_ms);
 }
 
+/*
+ * The MTA's 250 is what makes a greeting count (RFC 5321 4.1.4): only then
+ * do the name and the reset of the transaction apply (upstream.c), since a
+ * refused HELO leaves the MTA's transaction open.  The reply is awaited
+ * before the next command is read, as RFC 2920 has clients do anyway.
+ */
 static void cmd_helo(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
 {
-	set_str(&s->helo, c->arg, c->arglen, SESSION_HELO_MAX);
-	s->helo_ehlo = c->verb == SMTP_VERB_EHLO;
-	sess_txn_reset(s);
-
+	char *name = strndup_bounded(c->arg, c->arglen, SESSION_HELO_MAX);
 	struct policy_facts f;
 	struct verdict v;
+
 	sess_fill_facts(s, &f);
+	f.helo = name;
 	policy_check(s->cfg, STAGE_HELO, &f, clock_now_ms(), &v);
 	if (v.kind != VERDICT_PASS) {
+		/* logged with the name refused, which is then forgotten */
+		char *held = s->helo;
+		s->helo = name;
 		sess_refuse(s, STAGE_HELO, &v, NULL, 0);
+		s->helo = held;
+		free(name);
 		return;
 	}
-	/* Only a greeting that reaches the MTA replaces what it heard. */
-	s->need_helo = false;
-	forward(s, line, len, s->helo_ehlo ? EX_EHLO : EX_GENERIC);
+	free(s->helo_pending);
+	s->helo_pending = name;
+	forward(s, line, len, c->verb == SMTP_VERB_EHLO ? EX_EHLO : EX_HELO);
+	s->barrier = true;
 }
 
 static void cmd_mail(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
@@ -63,8 +74,12 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 		return;
 	}
 	if (s->txn == TXN_OPEN) {
-		/* The MTA says "nested MAIL"; its refusal closes nothing of ours. */
-		forward(s, line, len, EX_GENERIC);
+		/*
+		 * Answered here: were it relayed, an MTA refusing the first MAIL
+		 * late would be left in a transaction this MAIL opened, one that
+		 * was never judged (its SIZE=, its recipients).
+		 */
+		sess_reply_local(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
 	sess_txn_reset(s);
@@ -217,8 +232,12 @@ static void client_line(struct session *s, const char *line, size_t len)
 	case SMTP_CMD_SYNTAX:
 		if (c.verb == SMTP_VERB_MAIL)
 			sess_reply_local(s, "501 5.1.7 Bad sender address syntax");
-		else if (c.verb == SMTP_VERB_RCPT)
+		else if (c.verb == SMTP_VERB_RCPT) {
+			/* a recipient refused here, as a rule or a limit would */
+			if (s->txn == TXN_OPEN)
+				s->rcpts_refused++;
 			sess_reply_local(s, "501 5.1.3 Bad recipient address syntax");
+		}
 		else if (c.verb == SMTP_VERB_UNKNOWN)
 			sess_reply_local(s, "500 5.5.2 Error: bad syntax");
 		else
@@ -401,7 +420,7 @@ bool sess_process_commands(struct session *s)
 			} else if (st == SMTP_LINE_TOO_LONG) {
 				sess_reply_local(s, "500 5.5.2 Line too long");
 			} else {
-				sess_reply_local(s, "500 5.5.2 Syntax error: NUL, bare CR or bare LF in command");
+				sess_reply_local(s, "500 5.5.2 Syntax error: NUL or bare CR in command");
 			}
 			break;
 		case SMTP_LINE_OK:

@@ -512,6 +512,8 @@ static bool client_tls_step(struct session *s)
 	 * The MTA saw none of this, so it is told to forget too. */
 	free(s->helo);
 	s->helo = NULL;
+	free(s->helo_pending);
+	s->helo_pending = NULL;
 	/* The MTA still has the plaintext EHLO name (which anyone on the path
 	 * could have written): it hears a new one before any MAIL or AUTH. */
 	s->need_helo = true;
@@ -945,6 +947,7 @@ static void session_free(struct session *s)
 	buf_release(&s->cout);
 	buf_release(&s->lq);
 	free(s->helo);
+	free(s->helo_pending);
 	if (s->cssl)
 		tls_free(s->cssl);
 	free(s->up_banner);

@@ -67,7 +67,7 @@ enum up_state {
 /* What a pending reply is for. */
 enum expect {
 	EX_LOCAL,       /* answered by us; the text waits in s->lq */
-	EX_GENERIC, EX_EHLO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_AUTH, EX_QUIT, EX_RSET,
+	EX_GENERIC, EX_HELO, EX_EHLO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_AUTH, EX_QUIT, EX_RSET,
 	EX_SILENT,      /* ours (an RSET after STARTTLS): the reply is not relayed */
 };
 
@@ -121,8 +121,9 @@ struct session {
 	struct sockaddr_storage peer, local;
 	socklen_t peerlen, locallen;
 	char ip[INET6_ADDRSTRLEN];
-	char *helo;
+	char *helo;                      /* the last greeting the MTA took */
 	bool helo_ehlo;
+	char *helo_pending;              /* sent, its reply not in yet */
 	char *user;                      /* set when the MTA said 235 */
 	struct auth_state *auth;         /* during an AUTH exchange only */
 	char *sender;

@@ -20,6 +20,7 @@
 
 static void upstream_ready(struct session *s, const char *banner, size_t len);
 static void auth_done(struct session *s, int code);
+static void greeting_taken(struct session *s, bool ehlo);
 
 /* Our own name, for the EHLO we send when the client has not said one. */
 static const char *hostname(void)
@@ -474,11 +475,17 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 	sess_q_pop(s);
 
 	switch (ex) {
+	case EX_HELO:
 	case EX_EHLO:
-		if (code == 250)
+		if (code == 250 && ex == EX_EHLO)
 			relay_ehlo(s, r, n);
 		else
 			sess_client_out(s, r, n);
+		s->barrier = false;
+		if (code == 250)
+			greeting_taken(s, ex == EX_EHLO);
+		free(s->helo_pending);
+		s->helo_pending = NULL;
 		break;
 	case EX_DATA:
 		sess_client_out(s, r, n);
@@ -553,6 +560,18 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 	}
 }
 
+/* RFC 5321 4.1.4: an accepted HELO/EHLO resets the transaction. */
+static void greeting_taken(struct session *s, bool ehlo)
+{
+	free(s->helo);
+	s->helo = s->helo_pending;
+	s->helo_pending = NULL;
+	s->helo_ehlo = ehlo;
+	/* after STARTTLS, the MTA has now heard a name sent under TLS */
+	s->need_helo = false;
+	sess_txn_reset(s);
+}
+
 /* The MTA's last word on an AUTH exchange. */
 static void auth_done(struct session *s, int code)
 {
@@ -594,6 +613,7 @@ bool sess_process_upstream(struct session *s)
 		}
 		if (st == SMTP_REPLY_BAD) {
 			log_event(s->id, "upstream_protocol_error", NULL);
+			sess_upstream_error(s);
 			sess_end(s, "421 4.4.2 Upstream protocol error");
 			return true;
 		}

@@ -408,9 +408,13 @@ class RecordingMTA:
     SLOW_REPLY_S = 0.3
 
     def __init__(self, mode="normal", banner=None, ehlo=None, dot_reply=None,
-                 expect_proxy=False, auth=False, refuse_mail=None, rcvbuf=None):
+                 expect_proxy=False, auth=False, refuse_mail=None, rcvbuf=None,
+                 refuse_helo=None):
         self.mode = mode
         self.refuse_mail = refuse_mail   # bytes: a MAIL line holding it gets 550
+        # bytes: a HELO/EHLO holding it gets 501 and leaves the transaction
+        # open (Postfix with smtpd_delay_reject = no); others reset it
+        self.refuse_helo = refuse_helo
         self.auth = auth     # offer AUTH PLAIN LOGIN; the password "good" passes
         self.token = "%08X" % random.getrandbits(32)
         self.banner = banner or ("220 rec-%s.test ESMTP recorder" % self.token)
@@ -547,6 +551,12 @@ class RecordingMTA:
                     return
                 if self.mode == "mute_after_ehlo" and verb != b"EHLO":
                     continue
+                if verb in (b"EHLO", b"HELO") and self.refuse_helo and self.refuse_helo in cmdline:
+                    send("501 5.5.2 <%s>: Helo command rejected: Invalid name"
+                         % cmdline[5:].decode("ascii", "replace"))
+                    continue
+                if verb in (b"EHLO", b"HELO"):
+                    mail, rcpts = None, []      # RFC 5321 4.1.4
                 if verb == b"EHLO":
                     lines = self.ehlo + (["AUTH PLAIN LOGIN"] if self.auth else [])
                     for i, l in enumerate(lines):

@@ -516,3 +516,67 @@ class LongAuthAnswerTest(GateTestCase):
         r = c2.cmd(b"A" * 12287)
         self.assertTrue(r.raw.startswith(b"501 5.7.0"), r)
         self.assertEqual(c2.cmd("NOOP").code, 250)
+
+
+class TransactionStateTest(GateTestCase):
+    """Third review: smtpgate's idea of the transaction never drifts from the
+    MTA's, so max_recipients and SIZE= cannot be slipped past."""
+
+    def test_nested_mail_is_answered_here(self):
+        rec = self.start_recorder(refuse_mail=b"bad@")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port],
+                             globals_=["max_message_size 1K", "max_recipients 2"])
+        c = self.greet(gate.port)
+        # the MTA refuses the first MAIL only after the second is read: were
+        # the second relayed, it would open a transaction never judged
+        c.send(b"MAIL FROM:<bad@x.example>\r\nMAIL FROM:<x@y.example> SIZE=500000000\r\n"
+               b"RCPT TO:<r1@test.example>\r\n")
+        rs = c.read_replies(3)
+        self.assertEqual([r.raw[:9] for r in rs], [b"550 5.7.1", b"503 5.5.1", b"503 5.5.1"], rs)
+        self.assertIn(b"nested MAIL", rs[1].raw)
+        # within an open transaction too
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        r = c.cmd("MAIL FROM:<b@x.example>")
+        self.assertEqual(r.raw, b"503 5.5.1 Error: nested MAIL command\r\n")
+        c.cmd("QUIT")
+        mails = [cmd for cmd in rec.all_commands() if cmd.upper().startswith(b"MAIL")]
+        # (the pipelined RCPT may reach the MTA, which refuses it: it was
+        # judged under the MAIL smtpgate took to be open)
+        self.assertEqual(mails, [b"MAIL FROM:<bad@x.example>", b"MAIL FROM:<a@x.example>"])
+
+    def test_refused_ehlo_keeps_the_transaction_and_the_name(self):
+        rec = self.start_recorder(refuse_helo=b"bad_host")
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port], globals_=["max_recipients 2"])
+        c = self.greet(gate.port, ehlo="good.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r1@test.example>").code, 250)
+        self.assertEqual(c.cmd("RCPT TO:<r2@test.example>").code, 250)
+        self.assertEqual(c.cmd("EHLO bad_host").code, 501)
+        # the MTA's transaction is still open with two recipients
+        r = c.cmd("RCPT TO:<r3@test.example>")
+        self.assertEqual(r.raw, b"452 4.5.3 Error: too many recipients\r\n")
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(MSG + b".\r\n")
+        self.assertEqual(c.read_reply().code, 250)
+        c.cmd("QUIT")
+        msgs = rec.wait_messages(1)
+        self.assertEqual(len(msgs[0].rcpts), 2)
+        rejects = [l for l in gate.log_lines() if " reject " in l]
+        self.assertTrue(rejects and all("helo=good.test" in l for l in rejects), rejects)
+        # an accepted EHLO does reset it: a new transaction, judged afresh
+        c2 = self.greet(gate.port)
+        self.assertEqual(c2.cmd("MAIL FROM:<a@x.example>").code, 250)
+        self.assertEqual(c2.cmd("RCPT TO:<r1@test.example>").code, 250)
+        self.assertEqual(c2.cmd("EHLO again.test").code, 250)
+        self.assertEqual(c2.cmd("RCPT TO:<r2@test.example>").raw[:9], b"503 5.5.1")
+        c2.cmd("QUIT")
+
+    def test_data_after_recipients_refused_for_syntax(self):
+        rec = self.start_recorder()
+        gate = self.gate_for(["127.0.0.1:%d" % rec.port])
+        c = self.greet(gate.port)
+        c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:bad\r\nDATA\r\n")
+        rs = c.read_replies(3)
+        self.assertEqual([r.raw[:9] for r in rs], [b"250 2.1.0", b"501 5.1.3", b"554 5.5.1"], rs)
+        c.cmd("QUIT")
+        self.assertFalse(any(cmd.upper().startswith(b"DATA") for cmd in rec.all_commands()))
