@@ -36,6 +36,49 @@ class MetricsTest(GateTestCase):
         except OSError:
             return False
 
+    def test_upstream_protocol_error_counted(self):
+        import threading
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(4)
+        ls.settimeout(10)
+        self.addCleanup(ls.close)
+
+        def mta():
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(10)
+                c.sendall(b"220 mta\r\n")
+                buf = b""
+                try:
+                    while True:
+                        d = c.recv(4096)
+                        if not d:
+                            return
+                        buf += d
+                        while b"\n" in buf:
+                            line, buf = buf.split(b"\n", 1)
+                            if line[:4].upper() == b"NOOP":
+                                # a line past the 2048 octets of a reply line
+                                c.sendall(b"250 " + b"x" * 3000 + b"\r\n")
+                            else:
+                                c.sendall(b"250 ok\r\n")
+                except OSError:
+                    return
+        t = threading.Thread(target=mta, daemon=True)
+        t.start()
+        server = "127.0.0.1:%d" % ls.getsockname()[1]
+        gate, mport = self._gate([server])
+        c = self.greet(gate.port)
+        r = c.cmd("NOOP")
+        self.assertEqual(r.raw, b"421 4.4.2 Upstream protocol error\r\n")
+        text = scrape(mport)
+        self.assertEqual(value(text, 'smtpgate_upstream_errors_total{server="%s"}' % server), 1, text)
+        t.join(5)
+
     def test_counters(self):
         sink = self.start_sink()
         dead = free_port()
