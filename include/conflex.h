@@ -21,6 +21,7 @@
  * times is refused at once instead of eating the memory and the time of
  * the running proxy at SIGHUP. */
 #define CONF_READS_MAX 1024             /* files read */
+#define CONF_PIPE_WAIT_MS 5000         /* a top file that is a pipe: all of it by then */
 #define CONF_WORDS_MAX (1u << 18)       /* words (a statement has one at least) */
 
 enum conf_word_kind {

@@ -45,6 +45,11 @@ static void cmd_helo(struct session *s, const char *line, size_t len, const stru
 	struct policy_facts f;
 	struct verdict v;
 
+	if (name == NULL) {
+		sess_end(s, "421 4.3.0 Out of memory, try again later");
+		return;
+	}
+
 	sess_fill_facts(s, &f);
 	f.helo = name;
 	policy_check(s->cfg, STAGE_HELO, &f, clock_now_ms(), &v);
@@ -230,18 +235,18 @@ static void client_line(struct session *s, const char *line, size_t len)
 		sess_reply_local(s, "500 5.5.2 Line too long");
 		return;
 	case SMTP_CMD_SYNTAX:
-		if (c.verb == SMTP_VERB_MAIL)
+		if (c.verb == SMTP_VERB_MAIL) {
 			sess_reply_local(s, "501 5.1.7 Bad sender address syntax");
-		else if (c.verb == SMTP_VERB_RCPT) {
+		} else if (c.verb == SMTP_VERB_RCPT) {
 			/* a recipient refused here, as a rule or a limit would */
 			if (s->txn == TXN_OPEN)
 				s->rcpts_refused++;
 			sess_reply_local(s, "501 5.1.3 Bad recipient address syntax");
-		}
-		else if (c.verb == SMTP_VERB_UNKNOWN)
+		} else if (c.verb == SMTP_VERB_UNKNOWN) {
 			sess_reply_local(s, "500 5.5.2 Error: bad syntax");
-		else
+		} else {
 			sess_reply_local(s, "501 5.5.4 Syntax error in parameters or arguments");
+		}
 		return;
 	case SMTP_CMD_OK:
 		break;

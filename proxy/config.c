@@ -312,20 +312,43 @@ addr_is_any(const struct config_addr *a)
 /*
  * A connect to SERVER would reach listener LN: the same address, or a
  * loopback one on a wildcard listener (a wildcard listener's other local
- * addresses are not known here).
+ * addresses are not known here).  [::ffff:127.0.0.1]:25 reaches an IPv4
+ * listener.
  */
 static bool
 listen_catches(const struct config_addr *ln, const struct config_addr *server)
 {
 	static const struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
+	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+	int family = server->ss.ss_family;
+	uint16_t port;
+	uint32_t v4 = 0;
+	const struct in6_addr *v6 = NULL;
 
-	if (same_addr(ln, server))
-		return true;
-	if (!addr_overlap(ln, server) || !addr_is_any(ln))
+	if (family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&server->ss;
+		port = s4->sin_port;
+		v4 = s4->sin_addr.s_addr;
+	} else {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&server->ss;
+		port = s6->sin6_port;
+		v6 = &s6->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(v6)) {
+			family = AF_INET;
+			memcpy(&v4, &v6->s6_addr[12], 4);
+		}
+	}
+	if (ln->ss.ss_family != family)
 		return false;
-	if (server->ss.ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)&server->ss)->sin_addr.s_addr) >> 24) == 127;
-	return memcmp(&((const struct sockaddr_in6 *)&server->ss)->sin6_addr, &lo6, sizeof(lo6)) == 0;
+	if (family == AF_INET) {
+		const struct sockaddr_in *l4 = (const struct sockaddr_in *)&ln->ss;
+		return l4->sin_port == port && (l4->sin_addr.s_addr == v4 ||
+		    (l4->sin_addr.s_addr == htonl(INADDR_ANY) && (ntohl(v4) >> 24) == 127));
+	}
+	const struct sockaddr_in6 *l6 = (const struct sockaddr_in6 *)&ln->ss;
+	return l6->sin6_port == port && (memcmp(&l6->sin6_addr, v6, sizeof(*v6)) == 0 ||
+	    (memcmp(&l6->sin6_addr, &any6, sizeof(any6)) == 0 &&
+	    memcmp(v6, &lo6, sizeof(lo6)) == 0));
 }
 
 /*
@@ -805,7 +828,7 @@ global_upstream(struct loader *L, const struct conf_stmt *st, void *ctx)
 		if ((up.tls_ctx = tls_client_ctx_new(&up, why, sizeof why)) == NULL) {
 			/* with a ca of its own, that file is what failed */
 			const struct conf_stmt *at = st;
-			for (i = 0; up.ca != NULL && i < st->block->nstmts; i++)
+			for (i = 0; up.verify && up.ca != NULL && i < st->block->nstmts; i++)
 				if (strcmp(arg(&st->block->stmts[i], 0), "ca") == 0)
 					at = &st->block->stmts[i];
 			err(L, at, "upstream %s: %s", up.name, why);
@@ -1211,6 +1234,60 @@ static const struct directive global_table[] = {
 };
 
 /* What can only be judged once the whole file has been read. */
+/*
+ * Listener I's upstream has a server that is listener J: a hop back into
+ * smtpgate.  A chain of such hops may be meant; a cycle never is (each
+ * session would open another until max_sessions is full).
+ */
+static const struct config_addr *
+hop(const struct config *cfg, size_t i, size_t j)
+{
+	const struct config_upstream *u = cfg->listens[i].upstream;
+
+	for (size_t k = 0; u != NULL && k < u->nservers; k++)
+		if (listen_catches(&cfg->listens[j].addr, &u->servers[k]))
+			return &u->servers[k];
+	return NULL;
+}
+
+static void
+find_loops(struct loader *L)
+{
+	struct config *cfg = L->cfg;
+	size_t n = cfg->nlistens, words = (n + 63) / 64, i, j, k;
+	uint64_t *reach;
+
+	if (n == 0 || (reach = calloc(n * words, sizeof(*reach))) == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		for (j = 0; j < n; j++)
+			if (hop(cfg, i, j) != NULL)
+				reach[i * words + j / 64] |= 1ull << (j % 64);
+	/* Warshall: what a listener's sessions reach, however many hops on */
+	for (k = 0; k < n; k++)
+		for (i = 0; i < n; i++)
+			if (reach[i * words + k / 64] & (1ull << (k % 64)))
+				for (size_t w = 0; w < words; w++)
+					reach[i * words + w] |= reach[k * words + w];
+	for (i = 0; i < n; i++) {
+		if (!(reach[i * words + i / 64] & (1ull << (i % 64))))
+			continue;
+		/* name the first hop that leads back */
+		for (j = 0; j < n; j++) {
+			const struct config_addr *via = hop(cfg, i, j);
+			if (via != NULL && (j == i || (reach[j * words + i / 64] & (1ull << (i % 64))))) {
+				conf_error(L->errs, L->pending[i].file, cfg->listens[i].line,
+				    "listen %s: its sessions come back to it through "
+				    "server %s of upstream %s (a loop)",
+				    cfg->listens[i].addr.text, via->text,
+				    cfg->listens[i].upstream->name);
+				break;
+			}
+		}
+	}
+	free(reach);
+}
+
 static void
 resolve(struct loader *L, const struct conf_tree *tree)
 {
@@ -1250,14 +1327,6 @@ resolve(struct loader *L, const struct conf_tree *tree)
 			    "listen %s: name one of the upstreams with "
 			    "\"upstream NAME\"", ln->addr.text);
 		}
-		/* A session would connect back to this listener, and so on
-		 * until max_sessions is full. */
-		for (j = 0; ln->upstream != NULL && j < ln->upstream->nservers; j++)
-			if (listen_catches(&ln->addr, &ln->upstream->servers[j]))
-				conf_error(L->errs, p->file, ln->line,
-				    "listen %s: its upstream %s has server %s, which is this "
-				    "listener (a loop)", ln->addr.text, ln->upstream->name,
-				    ln->upstream->servers[j].text);
 		/* Exact duplicates were refused where the second was read. */
 		for (j = 0; j < i; j++)
 			if (addr_overlap(&cfg->listens[j].addr, &ln->addr) &&
@@ -1281,6 +1350,7 @@ resolve(struct loader *L, const struct conf_tree *tree)
 			    "certificate", ln->tls == TLS_MODE_STARTTLS ?
 			    "starttls" : "implicit");
 	}
+	find_loops(L);
 }
 
 struct config *

@@ -6,13 +6,16 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
+#include <dirent.h>
+#include <fnmatch.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -146,20 +149,23 @@ intern_file(struct conf_tree *tree, const char *file)
 }
 
 /*
- * The whole file, bounded by CONF_FILE_MAX; -1 with errno set on failure.
- * Only a regular file: a FIFO or a device would block the loop at SIGHUP
- * (the open is non-blocking for the same reason).
+ * The whole file, bounded by CONF_FILE_MAX; -1 with errno set on failure,
+ * -2 for an include that is not a regular file.  Nothing here may block
+ * the loop at SIGHUP: includes must be regular files, and the top file,
+ * which may be a pipe (`smtpgate -t -c /dev/stdin`), is read with a
+ * deadline.
  */
 static int
-read_file(const char *path, char **out, size_t *outlen)
+read_file(const char *path, bool top, char **out, size_t *outlen)
 {
 	struct stat sb;
 	char *buf = NULL;
 	size_t len = 0, cap;
 	ssize_t n;
 	int fd, saved;
+	uint64_t deadline = 0;
 
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1)
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) == -1)
 		return -1;
 	if (fstat(fd, &sb) == -1)
 		goto fail;
@@ -167,16 +173,16 @@ read_file(const char *path, char **out, size_t *outlen)
 		errno = EISDIR;
 		goto fail;
 	}
-	if (!S_ISREG(sb.st_mode)) {
-		errno = EINVAL;   /* see read_error() */
-		goto fail;
+	if (!S_ISREG(sb.st_mode) && !top) {
+		close(fd);
+		return -2;
 	}
-	if ((uint64_t)sb.st_size > CONF_FILE_MAX) {
+	if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > CONF_FILE_MAX) {
 		errno = EFBIG;
 		goto fail;
 	}
 	/* one byte more than the file's size: a file that grows is seen */
-	cap = (size_t)sb.st_size + 1;
+	cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size + 1 : 8192;
 	if ((buf = malloc(cap)) == NULL)
 		goto fail;
 	for (;;) {
@@ -194,6 +200,20 @@ read_file(const char *path, char **out, size_t *outlen)
 		n = read(fd, buf + len, cap - len);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EAGAIN) {
+			/* only a pipe or a device gets here */
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+			if (deadline == 0)
+				deadline = now + CONF_PIPE_WAIT_MS;
+			struct pollfd pfd = { fd, POLLIN, 0 };
+			if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) == 0) {
+				errno = ETIMEDOUT;
+				goto fail;
+			}
+			continue;
+		}
 		if (n < 0)
 			goto fail;
 		if (n == 0)
@@ -214,12 +234,6 @@ fail:
 	free(buf);
 	errno = saved;
 	return -1;
-}
-
-static const char *
-read_error(int e)
-{
-	return e == EINVAL ? "not a regular file" : strerror(e);
 }
 
 static bool
@@ -457,11 +471,12 @@ include_one(struct lexer *lx, struct conf_block *blk, const char *path,
 		lx->tree->too_large = true;
 		return 0;
 	}
-	if (read_file(path, &text, &len) == -1) {
-		if (errno == ENOMEM)
+	if ((r = read_file(path, false, &text, &len)) < 0) {
+		if (r == -1 && errno == ENOMEM)
 			return -1;
 		conf_error(lx->errs, lx->file, line,
-		    "include: cannot read \"%s\": %s", path, read_error(errno));
+		    "include: cannot read \"%s\": %s", path,
+		    r == -2 ? "not a regular file" : strerror(errno));
 		return 0;
 	}
 	/* on the heap: CONF_TOKEN_MAX per level of include */
@@ -487,57 +502,86 @@ include_one(struct lexer *lx, struct conf_block *blk, const char *path,
 	return r;
 }
 
-/*
- * glob(3) reports a directory it cannot read only through this callback,
- * which has no context argument; config loading is single-threaded.
- */
-static int glob_errno;
-
 static int
-glob_failed(const char *epath, int eerrno)
+cmp_names(const void *a, const void *b)
 {
-	(void)epath;
-	/* a directory that does not exist is a pattern matching nothing */
-	if (eerrno == ENOENT || eerrno == ENOTDIR)
-		return 0;
-	glob_errno = eerrno;
-	return 1;
-}
-
-/* Metacharacters of the including file's directory are literal. */
-static char *
-glob_escape(const char *s, size_t n)
-{
-	char *out = malloc(2 * n + 1), *o = out;
-
-	if (out == NULL)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		if (strchr("*?[]\\", s[i]) != NULL)
-			*o++ = '\\';
-		*o++ = s[i];
-	}
-	*o = '\0';
-	return out;
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /*
- * `include PATH`: relative to the including file.  PATH with `*`, `?` or
- * `[` is a glob, which may match nothing (an empty conf.d); a directory on
- * its way that cannot be read is an error, never "nothing", or a reload
- * after dropping privileges would silently lose those files.  A pattern
- * that matches nothing but names an existing file is that file.
+ * The names in DIR matching PATTERN, sorted (a dot file only when the
+ * pattern says so), into *OUT; -1 with errno set (ENOENT: no such
+ * directory).  Any failure to read it is an error, never "nothing", or a
+ * reload after dropping privileges would silently lose those files.
+ */
+static int
+match_dir(const char *dir, const char *pattern, char ***out, size_t *n)
+{
+	DIR *d;
+	struct dirent *de;
+	char **names = NULL, **grown;
+	int saved;
+
+	*out = NULL;
+	*n = 0;
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL)
+			break;
+		if (fnmatch(pattern, de->d_name, FNM_PERIOD) != 0)
+			continue;
+		if (*n >= CONF_READS_MAX) {
+			errno = E2BIG;
+			break;
+		}
+		if ((grown = conf_grow(names, *n, sizeof(*names))) == NULL)
+			break;
+		names = grown;
+		if ((names[*n] = strdup(de->d_name)) == NULL)
+			break;
+		(*n)++;
+	}
+	saved = errno;
+	closedir(d);
+	if (saved != 0) {
+		while (*n > 0)
+			free(names[--*n]);
+		free(names);
+		errno = saved;
+		return -1;
+	}
+	qsort(names, *n, sizeof(*names), cmp_names);
+	*out = names;
+	return 0;
+}
+
+static bool
+has_pattern(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '*' || s[i] == '?' || s[i] == '[')
+			return true;
+	return false;
+}
+
+/*
+ * `include PATH`: relative to the including file.  The file name of PATH
+ * may be a pattern (`*`, `?`, `[...]`), which may match nothing (an empty
+ * conf.d); its directories are taken as written, so every directory read
+ * is one the admin named.  A name that exists is read as it is, pattern
+ * characters and all.
  */
 static int
 do_include(struct lexer *lx, struct conf_block *blk,
     const struct conf_stmt *st, int depth)
 {
-	const char *path, *slash;
-	char *full, *pattern, *dir;
+	const char *path, *slash, *base;
+	char *full, *dir, *one, **names;
 	struct stat sb;
-	glob_t g;
-	size_t i, dirlen = 0;
-	int r = 0, rc;
+	size_t i, n, dirlen = 0, pdirlen;
+	int r = 0;
 
 	if (st->nwords != 2 || st->block != NULL) {
 		conf_error(lx->errs, st->file, st->line,
@@ -558,49 +602,66 @@ do_include(struct lexer *lx, struct conf_block *blk,
 		return -1;
 	memcpy(full, lx->file, dirlen);
 	strcpy(full + dirlen, path);
+	base = strrchr(path, '/');
+	pdirlen = base ? (size_t)(base - path) : 0;
+	base = base ? base + 1 : path;
 
-	if (strpbrk(path, "*?[") == NULL) {
+	if (!has_pattern(base, strlen(base)) || stat(full, &sb) == 0) {
 		r = include_one(lx, blk, full, st->line, depth);
 		free(full);
 		return r;
 	}
-	if ((dir = glob_escape(lx->file, dirlen)) == NULL) {
+	/* FULL's directory, with its slash ("./" for a bare name) */
+	if ((dir = malloc(strlen(full) - strlen(base) + 3)) == NULL) {
 		free(full);
 		return -1;
 	}
-	pattern = malloc(strlen(dir) + strlen(path) + 1);
-	if (pattern == NULL) {
+	if (base == path && dirlen == 0)
+		strcpy(dir, "./");
+	else {
+		memcpy(dir, full, strlen(full) - strlen(base));
+		dir[strlen(full) - strlen(base)] = '\0';
+	}
+	if (match_dir(dir, base, &names, &n) == -1) {
+		int e = errno;
 		free(dir);
+		if (e == ENOMEM) {
+			free(full);
+			return -1;
+		}
+		if (e == ENOENT && has_pattern(path, pdirlen))
+			goto dir_pattern;
+		/* no such directory: a pattern that matches nothing */
+		if (e != ENOENT)
+			conf_error(lx->errs, st->file, st->line,
+			    "include: cannot read the directory of \"%s\": %s", full,
+			    e == E2BIG ? "more files match than one load may read" :
+			    strerror(e));
 		free(full);
-		return -1;
+		return 0;
 	}
-	strcpy(pattern, dir);
-	strcat(pattern, path);
+	for (i = 0; i < n; i++) {
+		if (r == 0 && (one = malloc(strlen(dir) + strlen(names[i]) + 1)) == NULL)
+			r = -1;
+		if (r == 0) {
+			strcpy(one, dir);
+			strcat(one, names[i]);
+			r = include_one(lx, blk, one, st->line, depth);
+			free(one);
+		}
+		free(names[i]);
+	}
+	free(names);
 	free(dir);
-	glob_errno = 0;
-	rc = glob(pattern, 0, glob_failed, &g);
-	free(pattern);
-	switch (rc) {
-	case 0:
-		for (i = 0; i < g.gl_pathc && r == 0; i++)
-			r = include_one(lx, blk, g.gl_pathv[i], st->line, depth);
-		globfree(&g);
-		break;
-	case GLOB_NOMATCH:
-		if (stat(full, &sb) == 0)
-			r = include_one(lx, blk, full, st->line, depth);
-		break;
-	case GLOB_NOSPACE:
-		r = -1;
-		break;
-	default:
-		conf_error(lx->errs, st->file, st->line,
-		    "include: cannot read \"%s\": %s", full,
-		    strerror(glob_errno ? glob_errno : EIO));
-		break;
-	}
 	free(full);
 	return r;
+
+dir_pattern:
+	conf_error(lx->errs, st->file, st->line,
+	    "include: cannot read \"%s\": a pattern may only be in the file name",
+	    full);
+	free(full);
+	return 0;
 }
 
 /* A complete statement goes into BLK, is expanded (include), or dropped. */
@@ -707,7 +768,8 @@ parse_block(struct lexer *lx, struct conf_block *blk, int depth,
 		case T_EOF:
 			if (end_stmt(lx, blk, &st, &broken, depth) == -1)
 				goto oom;
-			if (open_line == 0)
+			/* stopped early (a bound, too many errors): said already */
+			if (open_line == 0 || give_up(lx))
 				return 0;
 			conf_error(lx->errs, lx->file, open_line,
 			    "\"{\" is never closed");
@@ -773,8 +835,8 @@ conf_parse_file(const char *file, struct conf_errs *errs)
 	char *text;
 	size_t len;
 
-	if (read_file(file, &text, &len) == -1) {
-		conf_error(errs, file, 0, "cannot read: %s", read_error(errno));
+	if (read_file(file, true, &text, &len) == -1) {
+		conf_error(errs, file, 0, "cannot read: %s", strerror(errno));
 		if ((tree = calloc(1, sizeof(*tree))) == NULL)
 			conf_error(errs, file, 0, "out of memory");
 		return tree;

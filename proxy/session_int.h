@@ -111,7 +111,8 @@ struct session {
 	struct pending q[SESSION_PENDING_MAX];
 	unsigned qhead, qlen;
 	unsigned q_upstream;             /* entries the MTA still has to answer */
-	bool barrier;                    /* DATA/AUTH/QUIT/STARTTLS outstanding: read no further */
+	bool barrier;                    /* HELO/EHLO/DATA/AUTH/QUIT/STARTTLS outstanding:
+					    read no further */
 	bool up_pipelining;
 	bool replay;                     /* reconnecting after an aborted message */
 	bool up_tls_failed;              /* a server failed TLS: say so if none is left */

@@ -825,15 +825,27 @@ static const struct bad_case {
 	  "or directory", 1 },
 	{ "a wait past a day", MINIMAL "listen *:1 { pregreet 100000000000d }\n", 3,
 	  "pregreet: 100000000000d is longer than 1d", 1 },
+	{ "a pattern in a directory", MINIMAL "include /nonexistent-sg/*/*.conf\n", 3,
+	  "include: cannot read \"/nonexistent-sg/*/*.conf\": a pattern may only be in "
+	  "the file name", 1 },
 	{ "include of a device", MINIMAL "include /dev/null\n", 3,
 	  "include: cannot read \"/dev/null\": not a regular file", 1 },
 	{ "upstream is the listener itself", "upstream u { server 127.0.0.1:2525 }\n"
 	  "listen 127.0.0.1:2525\n", 2,
-	  "listen 127.0.0.1:2525: its upstream u has server 127.0.0.1:2525, which is this "
-	  "listener (a loop)", 1 },
+	  "listen 127.0.0.1:2525: its sessions come back to it through server 127.0.0.1:2525 "
+	  "of upstream u (a loop)", 1 },
 	{ "loopback upstream on a wildcard listener", "upstream u { server 127.0.0.5:25 }\n"
 	  "listen 127.0.0.1:2525\nlisten *:25\n", 3,
-	  "listen *:25: its upstream u has server 127.0.0.5:25", 1 },
+	  "listen *:25: its sessions come back to it through server 127.0.0.5:25", 1 },
+	{ "two listeners sending to each other",
+	  "upstream a { server 127.0.0.1:2002 }\nupstream b { server [::ffff:127.0.0.1]:2001 }\n"
+	  "listen 127.0.0.1:2001 { upstream a }\nlisten 127.0.0.1:2002 { upstream b }\n", 3,
+	  "listen 127.0.0.1:2001: its sessions come back to it through server "
+	  "127.0.0.1:2002 of upstream a (a loop)", 2 },
+	{ "a chain of listeners is no loop",
+	  "upstream a { server 127.0.0.1:2002 }\nupstream b { server 10.0.0.1:25 }\n"
+	  "listen 127.0.0.1:2001 { upstream a }\nlisten 127.0.0.1:2002 { upstream b }\n"
+	  "max_sessions x\n", 5, "max_sessions: expected a number", 1 },
 	{ "wildcard server", "upstream u { server *:25 }\nlisten 127.0.0.1:2525\n", 1,
 	  "server *:25: a wildcard is no address to connect to", 1 },
 	{ "errors collected", "max_sessions x\nfoo\n" MINIMAL "bar\n", 1,
