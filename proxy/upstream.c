@@ -196,9 +196,12 @@ void sess_upstream_try(struct session *s)
 		const struct config_addr *a = &u->servers[s->server];
 		int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
-			struct log_field f[] = { F("server", a->text), F("error", strerror(errno)), FEND };
-			log_event(s->id, "upstream_error", f);
-			continue;
+			/* smtpgate's own limit (descriptors, memory), not the MTA's
+			 * fault: another server would fare no better */
+			struct log_field f[] = { F("what", "upstream socket"), F("error", strerror(errno)), FEND };
+			log_event(s->id, "resource_error", f);
+			sess_end(s, "421 4.3.2 Service not available");
+			return;
 		}
 		sess_set_nonblock_nodelay(fd);
 		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {

@@ -62,6 +62,39 @@ class OutOfDescriptorsTest(GateTestCase):
         self.assertTrue(wait_until(serves, 20, interval=0.3), gate.log_text()[-2000:])
 
 
+    def test_no_descriptor_for_the_mta_is_smtpgates_own_limit(self):
+        """Sessions that took every descriptor while held by pregreet have
+        none left for their MTA connection: a 421 4.3.2 and a
+        resource_error, not an upstream_error blamed on the MTA."""
+        sink = self.start_sink()
+        gate = self.start_gate(lambda p: config_text(p, ["127.0.0.1:%d" % sink.port],
+                                                     listen=["pregreet 1s"]), start=False)
+        gate.nofile = self.NOFILE
+        gate.start()
+        socks = []
+        try:
+            for _ in range(self.CLIENTS):
+                socks.append(socket.create_connection(("127.0.0.1", gate.port), timeout=5))
+            self.assertTrue(wait_until(lambda: any(l.startswith("session=") and "resource_error" in l
+                                                   for l in gate.log_lines()), 10),
+                            gate.log_text()[-2000:])
+            got = b""
+            for s in socks:
+                s.settimeout(0.2)
+                try:
+                    got = s.recv(200)
+                except OSError:
+                    continue
+                if got.startswith(b"421"):
+                    break
+            self.assertTrue(got.startswith(b"421 4.3.2"), got)
+        finally:
+            for s in socks:
+                s.close()
+        lines = gate.log_lines()
+        self.assertTrue(any('what="upstream socket"' in l for l in lines), lines[-5:])
+        self.assertFalse(any(" upstream_error " in l for l in lines), [l for l in lines if "upstream_error" in l][:3])
+
     def test_metrics_listener_rests_too(self):
         """A scrape arriving with every descriptor in use must not make the
         metrics listener spin on accept(); it is served once fds are free."""
