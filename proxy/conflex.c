@@ -552,7 +552,8 @@ match_dir(const char *dir, const char *pattern, char ***out, size_t *n)
 		errno = saved;
 		return -1;
 	}
-	qsort(names, *n, sizeof(*names), cmp_names);
+	if (*n > 1)
+		qsort(names, *n, sizeof(*names), cmp_names);
 	*out = names;
 	return 0;
 }
