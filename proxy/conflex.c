@@ -459,6 +459,7 @@ include_one(struct lexer *lx, struct conf_block *blk, const char *path,
 {
 	struct lexer *sub;
 	char *text;
+	const char *nul;
 	size_t len;
 	int r;
 
@@ -492,8 +493,11 @@ include_one(struct lexer *lx, struct conf_block *blk, const char *path,
 	sub->include_depth = lx->include_depth + 1;
 	if ((sub->file = intern_file(lx->tree, path)) == NULL)
 		r = -1;
-	else if (memchr(text, '\0', len) != NULL) {
-		conf_error(lx->errs, sub->file, 1, "file contains a NUL byte");
+	else if ((nul = memchr(text, '\0', len)) != NULL) {
+		int nline = 1;
+		for (const char *c = text; c < nul; c++)
+			nline += *c == '\n';
+		conf_error(lx->errs, sub->file, nline, "file contains a NUL byte");
 		r = 0;
 	} else
 		r = parse_block(sub, blk, depth, 0);

@@ -1087,6 +1087,31 @@ START_TEST(test_include_cycle)
 }
 END_TEST
 
+/* A NUL in an included file is reported at its own line. */
+START_TEST(test_include_nul_line)
+{
+	struct incdir d;
+	struct capture cerr;
+	const char *main_conf, *inc, *got;
+	FILE *fp;
+
+	inc_setup(&d, NULL);
+	main_conf = inc_write(&d, "main.conf", "include nul.conf\n" MINIMAL);
+	inc = inc_write(&d, "nul.conf", "");
+	fp = fopen(inc, "wb");
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_uint_eq(fwrite("a 1\nb 2\nc\0d\n", 1, 13, fp), 13);
+	ck_assert_int_eq(fclose(fp), 0);
+	cap_open(&cerr);
+	ck_assert_ptr_null(config_load(main_conf, cerr.fp));
+	got = cap_text(&cerr);
+	ck_assert_msg(count_lines(got) == 1 && strstr(got, "nul.conf:3: file contains a NUL byte") != NULL,
+	    "got\n%s", got);
+	cap_free(&cerr);
+	inc_cleanup(&d, NULL);
+}
+END_TEST
+
 /* Glob characters in the including file's directory are no pattern. */
 START_TEST(test_include_glob_chars_in_dir)
 {
@@ -1236,6 +1261,7 @@ config_suite(void)
 	tcase_add_test(tc, test_include_errors);
 	tcase_add_test(tc, test_include_cycle);
 	tcase_add_test(tc, test_include_again);
+	tcase_add_test(tc, test_include_nul_line);
 	tcase_add_test(tc, test_include_glob_chars_in_dir);
 	tcase_add_test(tc, test_include_pattern_naming_a_file);
 	tcase_add_test(tc, test_include_fan_out);
