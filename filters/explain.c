@@ -5,6 +5,7 @@
 #include "explain.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,72 +14,109 @@
 
 struct made_up {
 	struct sockaddr_storage ss;
-	char *ip, *helo, *sender, *user;
+	char *ip, *helo, *sender, *user;   /* NULL: not given */
 	const char *rcpt[EXPLAIN_RCPT_MAX];
 	unsigned nrcpt;
 	bool tls;
+	unsigned tls_given;
 	unsigned port;
 };
 
 static int explain_onoff(const char *v, bool *out)
 {
-	static const char *const on[] = { "on", "yes", "1" }, *const off[] = { "off", "no", "0" };
-
-	for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
-		if (strcmp(v, on[i]) == 0 || strcmp(v, off[i]) == 0) {
-			*out = strcmp(v, on[i]) == 0;
-			return 0;
-		}
+	if (strcmp(v, "on") == 0 || strcmp(v, "off") == 0) {
+		*out = v[1] == 'n';
+		return 0;
 	}
 	return -1;
 }
 
-static int parse_description(char *text, struct made_up *m, FILE *out)
+/*
+ * The description comes from a shell and its values are echoed: control
+ * characters would move the terminal's cursor, so they are shown as \xNN.
+ */
+static const char *vis(const char *s, char *buf, size_t n)
 {
+	size_t o = 0;
+
+	for (; *s && o + 5 < n; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c == 0x7f)
+			o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+#define VIS_MAX 1024
+
+/* A key that takes one value, given twice: say so rather than pick one. */
+static int once(char **slot, char *value, const char *key, FILE *err)
+{
+	if (*slot) {
+		fprintf(err, "explain: %s given twice\n", key);
+		return -1;
+	}
+	*slot = value;
+	return 0;
+}
+
+static int parse_description(char *text, struct made_up *m, FILE *err)
+{
+	char v[VIS_MAX];
+
 	for (char *save = NULL, *tok = strtok_r(text, " \t\n", &save); tok;
 	    tok = strtok_r(NULL, " \t\n", &save)) {
 		char *eq = strchr(tok, '=');
 		if (!eq) {
-			fprintf(out, "explain: expected KEY=VALUE, got \"%s\"\n", tok);
+			fprintf(err, "explain: expected KEY=VALUE, got \"%s\"\n", vis(tok, v, sizeof v));
 			return -1;
 		}
 		*eq++ = '\0';
 		/* "sender=" is the null reverse-path <>; nothing else may be empty. */
 		if (*eq == '\0' && strcmp(tok, "sender") != 0) {
-			fprintf(out, "explain: %s: empty value\n", tok);
+			fprintf(err, "explain: %s: empty value\n", vis(tok, v, sizeof v));
 			return -1;
 		}
+		int rc = 0;
 		if (strcmp(tok, "ip") == 0) {
-			m->ip = eq;
+			rc = once(&m->ip, eq, tok, err);
 		} else if (strcmp(tok, "helo") == 0) {
-			m->helo = eq;
+			rc = once(&m->helo, eq, tok, err);
 		} else if (strcmp(tok, "sender") == 0) {
-			m->sender = eq;
+			rc = once(&m->sender, eq, tok, err);
 		} else if (strcmp(tok, "user") == 0) {
-			m->user = eq;
+			rc = once(&m->user, eq, tok, err);
 		} else if (strcmp(tok, "rcpt") == 0) {
 			if (m->nrcpt == EXPLAIN_RCPT_MAX) {
-				fprintf(out, "explain: more than %d rcpt\n", EXPLAIN_RCPT_MAX);
+				fprintf(err, "explain: more than %d rcpt\n", EXPLAIN_RCPT_MAX);
 				return -1;
 			}
 			m->rcpt[m->nrcpt++] = eq;
 		} else if (strcmp(tok, "tls") == 0) {
-			if (explain_onoff(eq, &m->tls) < 0) {
-				fprintf(out, "explain: tls: expected on or off, got \"%s\"\n", eq);
+			if (m->tls_given++ || explain_onoff(eq, &m->tls) < 0) {
+				fprintf(err, "explain: tls: expected on or off, once, got \"%s\"\n",
+				    vis(eq, v, sizeof v));
 				return -1;
 			}
 		} else if (strcmp(tok, "port") == 0) {
 			char *end;
-			unsigned long v = strtoul(eq, &end, 10);
-			if (eq[0] < '0' || eq[0] > '9' || *end != '\0' || v < 1 || v > 65535) {
-				fprintf(out, "explain: port: expected 1 to 65535, got \"%s\"\n", eq);
+			unsigned long n = strtoul(eq, &end, 10);
+			if (m->port || eq[0] < '0' || eq[0] > '9' || *end != '\0' || n < 1 || n > 65535) {
+				fprintf(err, "explain: port: expected 1 to 65535, once, got \"%s\"\n",
+				    vis(eq, v, sizeof v));
 				return -1;
 			}
-			m->port = (unsigned)v;
+			m->port = (unsigned)n;
 		} else {
-			fprintf(out, "explain: unknown key \"%s\" (ip helo sender rcpt user tls port)\n", tok);
+			fprintf(err, "explain: unknown key \"%s\" (ip helo sender rcpt user tls port)\n",
+			    vis(tok, v, sizeof v));
 			return -1;
 		}
+		if (rc < 0)
+			return -1;
 	}
 	if (!m->ip)
 		m->ip = "192.0.2.1";
@@ -89,7 +127,7 @@ static int parse_description(char *text, struct made_up *m, FILE *out)
 	} else if (inet_pton(AF_INET6, m->ip, &s6->sin6_addr) == 1) {
 		s6->sin6_family = AF_INET6;
 	} else {
-		fprintf(out, "explain: ip=%s is not an address\n", m->ip);
+		fprintf(err, "explain: ip=%s is not an address\n", vis(m->ip, v, sizeof v));
 		return -1;
 	}
 	return 0;
@@ -101,6 +139,10 @@ static bool stage(const struct config *cfg, enum policy_stage st, const struct p
 {
 	struct verdict v;
 
+	char buf[VIS_MAX];
+
+	/* the null reverse-path, as SMTP writes it */
+	what = st == STAGE_MAIL && *what == '\0' ? "<>" : vis(what, buf, sizeof buf);
 	policy_check(cfg, st, f, clock_now_ms(), &v);
 	if (v.kind == VERDICT_PASS) {
 		fprintf(out, "%-8s %s: pass\n", policy_stage_name(st), what);
@@ -114,8 +156,9 @@ static bool stage(const struct config *cfg, enum policy_stage st, const struct p
 	return closes;
 }
 
-int explain_run(const struct config *cfg, const char *description, FILE *out)
+int explain_run(const struct config *cfg, const char *description, FILE *out, FILE *err)
 {
+	char buf[VIS_MAX];
 	struct made_up m;
 	struct policy_facts f;
 	bool txn_refused = false;
@@ -123,13 +166,13 @@ int explain_run(const struct config *cfg, const char *description, FILE *out)
 
 	memset(&m, 0, sizeof m);
 	if (strlen(description) > EXPLAIN_INPUT_MAX) {
-		fprintf(out, "explain: description too long\n");
+		fprintf(err, "explain: description too long\n");
 		return 2;
 	}
 	char *text = strdup(description);
 	if (!text)
 		return 2;
-	if (parse_description(text, &m, out) < 0) {
+	if (parse_description(text, &m, err) < 0) {
 		free(text);
 		return 2;
 	}
@@ -157,7 +200,8 @@ int explain_run(const struct config *cfg, const char *description, FILE *out)
 	}
 	for (unsigned i = 0; i < m.nrcpt; i++) {
 		if (txn_refused) {
-			fprintf(out, "rcpt     %s: refused -> \"503 5.5.1 Error: need MAIL command\"\n", m.rcpt[i]);
+			fprintf(out, "rcpt     %s: refused -> \"503 5.5.1 Error: need MAIL command\"\n",
+			    vis(m.rcpt[i], buf, sizeof buf));
 			continue;
 		}
 		f.rcpt = m.rcpt[i];

@@ -12,7 +12,8 @@
 #define EXPLAIN_RCPT_MAX 1000
 #define EXPLAIN_INPUT_MAX 65536
 
-/* Returns the exit code: 0, or 2 when the description cannot be parsed. */
-int explain_run(const struct config *cfg, const char *description, FILE *out);
+/* Returns the exit code: 0, or 2 when the description cannot be parsed
+ * (said on ERR). */
+int explain_run(const struct config *cfg, const char *description, FILE *out, FILE *err);
 
 #endif

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (check && explain)) {
 		usage(stderr);
 		return 2;
 	}
@@ -78,7 +78,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (explain) {
-		int rc = explain_run(cfg, explain, stdout);
+		int rc = explain_run(cfg, explain, stdout, stderr);
 		config_unref(cfg);
 		return rc;
 	}

@@ -261,3 +261,39 @@ class ExplainValuesTest(GateTestCase):
         for good in ("port=587 tls=on", "sender= rcpt=a@b.example", "tls=off"):
             p = run_binary(["-c", path, "-x", good])
             self.assertEqual(p.returncode, 0, (good, p.stdout, p.stderr))
+
+    def _conf(self, globals_=()):
+        d = tempfile.mkdtemp(prefix="sgit-x-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "x.conf")
+        with open(path, "w") as f:
+            f.write(config_text(free_port(), ["127.0.0.1:%d" % free_port()], globals_=globals_))
+        return path
+
+    def test_stages_printed_with_the_replies(self):
+        path = self._conf(["max_recipients 1"])
+        p = run_binary(["-c", path, "-x", "ip=203.0.113.9 helo=mx.example sender= "
+                        "rcpt=a@b.example rcpt=c@d.example"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
+        lines = p.stdout.decode().splitlines()
+        self.assertEqual([l.split()[0] for l in lines], ["connect", "helo", "mail", "rcpt", "rcpt"], lines)
+        self.assertIn("203.0.113.9: pass", lines[0])
+        self.assertIn("<>: pass", lines[2])
+        self.assertIn('c@d.example: refused by max_recipients -> "452 4.5.3', lines[4])
+
+    def test_errors_on_stderr_values_escaped_keys_once(self):
+        path = self._conf()
+        for bad, said in (("helo=a\x1b[2J bogus=1", b'unknown key "bogus"'),
+                          ("ip=192.0.2.1 ip=192.0.2.2", b"ip given twice"),
+                          ("tls=yes", b"tls: expected on or off"),
+                          ("ip=\x1b[2J", b"ip=\\x1b[2J is not an address")):
+            p = run_binary(["-c", path, "-x", bad])
+            self.assertEqual(p.returncode, 2, (bad, p.stdout, p.stderr))
+            self.assertEqual(p.stdout, b"", bad)
+            self.assertIn(said, p.stderr, bad)
+            self.assertNotIn(b"\x1b", p.stderr, bad)
+        # -t and -x ask for two things at once
+        p = run_binary(["-t", "-c", path, "-x", "ip=192.0.2.1"])
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"usage:", p.stderr)
