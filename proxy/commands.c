@@ -68,7 +68,8 @@ static void cmd_helo(struct session *s, const char *line, size_t len, const stru
 	s->barrier = true;
 }
 
-static void cmd_mail(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
+/* Returns false when the line is to be read again later (not taken yet). */
+static bool cmd_mail(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
 {
 	const char *val;
 	size_t vallen;
@@ -76,16 +77,20 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 
 	if (s->need_helo) {
 		sess_reply_local(s, SESS_REPLY_NEED_HELO);
-		return;
+		return true;
 	}
 	if (s->txn == TXN_OPEN) {
 		/*
-		 * Answered here: were it relayed, an MTA refusing the first MAIL
-		 * late would be left in a transaction this MAIL opened, one that
-		 * was never judged (its SIZE=, its recipients).
+		 * Whether a transaction is open hangs on the MAIL before: wait
+		 * for its reply, as the MTA reads this one only after answering
+		 * that one.  Relayed, this MAIL would open a transaction never
+		 * judged (its SIZE=, its recipients) should the MTA refuse the
+		 * first; so a MAIL inside a transaction is answered here.
 		 */
+		if (s->mails_unanswered > 0)
+			return false;
 		sess_reply_local(s, "503 5.5.1 Error: nested MAIL command");
-		return;
+		return true;
 	}
 	sess_txn_reset(s);
 	set_str(&s->sender, c->path, c->pathlen, SMTP_PATH_MAX);
@@ -112,10 +117,12 @@ static void cmd_mail(struct session *s, const char *line, size_t len, const stru
 	if (v.kind != VERDICT_PASS) {
 		s->txn = TXN_REFUSED;
 		sess_refuse(s, STAGE_MAIL, &v, NULL, 0);
-		return;
+		return true;
 	}
 	s->txn = TXN_OPEN;
+	s->mails_unanswered++;
 	forward(s, line, len, EX_MAIL);
+	return true;
 }
 
 static void cmd_rcpt(struct session *s, const char *line, size_t len, const struct smtp_cmd *c)
@@ -147,7 +154,8 @@ static void cmd_rcpt(struct session *s, const char *line, size_t len, const stru
 static void cmd_data(struct session *s, const char *line, size_t len)
 {
 	if (s->txn != TXN_OPEN) {
-		sess_reply_local(s, "503 5.5.1 Error: need MAIL command");
+		/* Postfix's words for a DATA with no recipient yet */
+		sess_reply_local(s, "503 5.5.1 Error: need RCPT command");
 		return;
 	}
 	if (s->rcpts == 0 && s->rcpts_refused > 0) {
@@ -218,7 +226,8 @@ static bool is_reserved_verb(const char *line, const struct smtp_cmd *c)
 	return false;
 }
 
-static void client_line(struct session *s, const char *line, size_t len)
+/* Returns false when the line is left for later (see cmd_mail()). */
+static bool client_line(struct session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
 
@@ -228,12 +237,12 @@ static void client_line(struct session *s, const char *line, size_t len)
 			auth_response(s->auth, line, len);
 		forward(s, line, len, EX_AUTH);
 		s->barrier = true;
-		return;
+		return true;
 	}
 	switch (smtp_cmd_parse(line, len, &c)) {
 	case SMTP_CMD_TOO_LONG:
 		sess_reply_local(s, "500 5.5.2 Line too long");
-		return;
+		return true;
 	case SMTP_CMD_SYNTAX:
 		if (c.verb == SMTP_VERB_MAIL) {
 			sess_reply_local(s, "501 5.1.7 Bad sender address syntax");
@@ -247,7 +256,7 @@ static void client_line(struct session *s, const char *line, size_t len)
 		} else {
 			sess_reply_local(s, "501 5.5.4 Syntax error in parameters or arguments");
 		}
-		return;
+		return true;
 	case SMTP_CMD_OK:
 		break;
 	}
@@ -258,8 +267,7 @@ static void client_line(struct session *s, const char *line, size_t len)
 		cmd_helo(s, line, len, &c);
 		break;
 	case SMTP_VERB_MAIL:
-		cmd_mail(s, line, len, &c);
-		break;
+		return cmd_mail(s, line, len, &c);
 	case SMTP_VERB_RCPT:
 		cmd_rcpt(s, line, len, &c);
 		break;
@@ -292,6 +300,7 @@ static void client_line(struct session *s, const char *line, size_t len)
 		forward(s, line, len, EX_GENERIC);
 		break;
 	}
+	return true;
 }
 
 static void data_aborted(struct session *s)
@@ -429,7 +438,8 @@ bool sess_process_commands(struct session *s)
 			}
 			break;
 		case SMTP_LINE_OK:
-			client_line(s, buf_head(&s->cin), linelen);
+			if (!client_line(s, buf_head(&s->cin), linelen))
+				return progress;   /* read again once the MTA has answered */
 			/* An AUTH line may hold a password: gone from our buffer
 			 * once it is on its way to the MTA. */
 			if (s->auth && buf_len(&s->cin) >= linelen)

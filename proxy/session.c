@@ -117,6 +117,7 @@ void sess_q_drop_all(struct session *s)
 			buf_drop(&s->lq, p->len);
 		sess_q_pop(s);
 	}
+	s->mails_unanswered = 0;
 }
 
 void sess_q_push(struct session *s, enum expect ex, size_t len)

@@ -130,6 +130,7 @@ struct session {
 	char *sender;
 	enum txn txn;
 	uint16_t txn_seq;                /* bumped per transaction, to match late replies */
+	unsigned mails_unanswered;       /* MAILs relayed, their replies not in yet */
 	unsigned rcpts, rcpts_refused;
 	/* The message whose final dot awaits the MTA's reply: the transaction
 	 * itself ended at the dot, and what is pipelined behind it is judged

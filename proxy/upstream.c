@@ -508,6 +508,8 @@ static void upstream_reply(struct session *s, const char *r, size_t n, int code)
 		break;
 	case EX_MAIL:
 		sess_client_out(s, r, n);
+		if (s->mails_unanswered > 0)
+			s->mails_unanswered--;
 		/* The MTA refused the MAIL that opened our transaction: none is open. */
 		if (code >= 300 && tag == s->txn_seq && s->txn == TXN_OPEN)
 			s->txn = TXN_NONE;

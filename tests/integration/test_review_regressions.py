@@ -527,22 +527,26 @@ class TransactionStateTest(GateTestCase):
         gate = self.gate_for(["127.0.0.1:%d" % rec.port],
                              globals_=["max_message_size 1K", "max_recipients 2"])
         c = self.greet(gate.port)
-        # the MTA refuses the first MAIL only after the second is read: were
-        # the second relayed, it would open a transaction never judged
+        # the second MAIL waits for the first one's reply, then is judged
+        # as the MTA would read it: no transaction is open, so its SIZE=
+        # is what refuses it (relayed unjudged, it would have opened one)
         c.send(b"MAIL FROM:<bad@x.example>\r\nMAIL FROM:<x@y.example> SIZE=500000000\r\n"
                b"RCPT TO:<r1@test.example>\r\n")
         rs = c.read_replies(3)
-        self.assertEqual([r.raw[:9] for r in rs], [b"550 5.7.1", b"503 5.5.1", b"503 5.5.1"], rs)
-        self.assertIn(b"nested MAIL", rs[1].raw)
+        self.assertEqual([r.raw[:9] for r in rs], [b"550 5.7.1", b"552 5.3.4", b"503 5.5.1"], rs)
+        # and a good second MAIL goes on as it would straight to the MTA
+        c.send(b"MAIL FROM:<bad@x.example>\r\nMAIL FROM:<ok@y.example>\r\n"
+               b"RCPT TO:<r1@test.example>\r\nRSET\r\n")
+        rs = c.read_replies(4)
+        self.assertEqual([r.code for r in rs], [550, 250, 250, 250], rs)
         # within an open transaction too
         self.assertEqual(c.cmd("MAIL FROM:<a@x.example>").code, 250)
         r = c.cmd("MAIL FROM:<b@x.example>")
         self.assertEqual(r.raw, b"503 5.5.1 Error: nested MAIL command\r\n")
         c.cmd("QUIT")
         mails = [cmd for cmd in rec.all_commands() if cmd.upper().startswith(b"MAIL")]
-        # (the pipelined RCPT may reach the MTA, which refuses it: it was
-        # judged under the MAIL smtpgate took to be open)
-        self.assertEqual(mails, [b"MAIL FROM:<bad@x.example>", b"MAIL FROM:<a@x.example>"])
+        self.assertEqual(mails, [b"MAIL FROM:<bad@x.example>", b"MAIL FROM:<bad@x.example>",
+                                 b"MAIL FROM:<ok@y.example>", b"MAIL FROM:<a@x.example>"])
 
     def test_refused_ehlo_keeps_the_transaction_and_the_name(self):
         rec = self.start_recorder(refuse_helo=b"bad_host")
