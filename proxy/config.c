@@ -309,6 +309,14 @@ addr_is_any(const struct config_addr *a)
 	return memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr, &any6, sizeof(any6)) == 0;
 }
 
+static uint16_t
+addr_port(const struct config_addr *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->ss)->sin_port;
+	return ((const struct sockaddr_in6 *)&a->ss)->sin6_port;
+}
+
 /*
  * A connect to SERVER would reach listener LN: the same address, or a
  * loopback one on a wildcard listener (a wildcard listener's other local
@@ -319,36 +327,34 @@ static bool
 listen_catches(const struct config_addr *ln, const struct config_addr *server)
 {
 	static const struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
-	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
-	int family = server->ss.ss_family;
-	uint16_t port;
-	uint32_t v4 = 0;
-	const struct in6_addr *v6 = NULL;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&server->ss;
+	struct config_addr folded;
 
-	if (family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&server->ss;
-		port = s4->sin_port;
-		v4 = s4->sin_addr.s_addr;
-	} else {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&server->ss;
-		port = s6->sin6_port;
-		v6 = &s6->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED(v6)) {
-			family = AF_INET;
-			memcpy(&v4, &v6->s6_addr[12], 4);
-		}
-	}
-	if (ln->ss.ss_family != family)
+	/* the common answer, cheaply: find_loops() asks for every pair */
+	if (addr_port(ln) != addr_port(server))
 		return false;
-	if (family == AF_INET) {
-		const struct sockaddr_in *l4 = (const struct sockaddr_in *)&ln->ss;
-		return l4->sin_port == port && (l4->sin_addr.s_addr == v4 ||
-		    (l4->sin_addr.s_addr == htonl(INADDR_ANY) && (ntohl(v4) >> 24) == 127));
+	if (server->ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		/* built apart and copied in, as sess_fold_mapped() does: written
+		 * through a sockaddr_in pointer, the storage's family could be
+		 * read back stale under strict aliasing */
+		struct sockaddr_in s4;
+		memset(&s4, 0, sizeof s4);
+		s4.sin_family = AF_INET;
+		s4.sin_port = s6->sin6_port;
+		memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+		memset(&folded, 0, sizeof folded);
+		memcpy(&folded.ss, &s4, sizeof s4);
+		folded.len = sizeof s4;
+		server = &folded;
+		s6 = NULL;
 	}
-	const struct sockaddr_in6 *l6 = (const struct sockaddr_in6 *)&ln->ss;
-	return l6->sin6_port == port && (memcmp(&l6->sin6_addr, v6, sizeof(*v6)) == 0 ||
-	    (memcmp(&l6->sin6_addr, &any6, sizeof(any6)) == 0 &&
-	    memcmp(v6, &lo6, sizeof(lo6)) == 0));
+	if (same_addr(ln, server))
+		return true;
+	if (!addr_overlap(ln, server) || !addr_is_any(ln))
+		return false;
+	if (server->ss.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&server->ss)->sin_addr.s_addr) >> 24) == 127;
+	return memcmp(&s6->sin6_addr, &lo6, sizeof(lo6)) == 0;
 }
 
 /*
@@ -1233,7 +1239,6 @@ static const struct directive global_table[] = {
 	{ "limits", NULL, 0, -1, BLOCK_MAYBE, true },
 };
 
-/* What can only be judged once the whole file has been read. */
 /*
  * Listener I's upstream has a server that is listener J: a hop back into
  * smtpgate.  A chain of such hops may be meant; a cycle never is (each
@@ -1250,6 +1255,9 @@ hop(const struct config *cfg, size_t i, size_t j)
 	return NULL;
 }
 
+/* Bit J of row I of an N x N bit matrix WORDS 64-bit words wide. */
+#define BIT(m, words, i, j) ((m)[(i) * (words) + (j) / 64] & (1ull << ((j) % 64)))
+
 static void
 find_loops(struct loader *L)
 {
@@ -1257,8 +1265,12 @@ find_loops(struct loader *L)
 	size_t n = cfg->nlistens, words = (n + 63) / 64, i, j, k;
 	uint64_t *reach;
 
-	if (n == 0 || (reach = calloc(n * words, sizeof(*reach))) == NULL)
+	if (n == 0)
 		return;
+	if ((reach = calloc(n * words, sizeof(*reach))) == NULL) {
+		conf_error(L->errs, cfg->file, 0, "out of memory");
+		return;
+	}
 	for (i = 0; i < n; i++)
 		for (j = 0; j < n; j++)
 			if (hop(cfg, i, j) != NULL)
@@ -1266,16 +1278,16 @@ find_loops(struct loader *L)
 	/* Warshall: what a listener's sessions reach, however many hops on */
 	for (k = 0; k < n; k++)
 		for (i = 0; i < n; i++)
-			if (reach[i * words + k / 64] & (1ull << (k % 64)))
+			if (BIT(reach, words, i, k))
 				for (size_t w = 0; w < words; w++)
 					reach[i * words + w] |= reach[k * words + w];
 	for (i = 0; i < n; i++) {
-		if (!(reach[i * words + i / 64] & (1ull << (i % 64))))
+		if (!BIT(reach, words, i, i))
 			continue;
 		/* name the first hop that leads back */
 		for (j = 0; j < n; j++) {
 			const struct config_addr *via = hop(cfg, i, j);
-			if (via != NULL && (j == i || (reach[j * words + i / 64] & (1ull << (i % 64))))) {
+			if (via != NULL && (j == i || BIT(reach, words, j, i))) {
 				conf_error(L->errs, L->pending[i].file, cfg->listens[i].line,
 				    "listen %s: its sessions come back to it through "
 				    "server %s of upstream %s (a loop)",
@@ -1288,6 +1300,9 @@ find_loops(struct loader *L)
 	free(reach);
 }
 
+#undef BIT
+
+/* What can only be judged once the whole file has been read. */
 static void
 resolve(struct loader *L, const struct conf_tree *tree)
 {
